@@ -1,0 +1,112 @@
+"""The `lmmdata` command line: thin typer wrappers that fill a config and run a step.
+
+Exit codes (all commands):
+  0  finished; bad records, if any, were skipped and are counted in the summary
+  1  a bad setting or unusable input file (message says how to fix it); nothing written
+  2  wrong command-line usage
+  3  finished, but --strict was given and records were skipped
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Optional
+
+import typer
+
+from .config import ConfigError, resolve, save_beside
+from .stats import Stats, console
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Turn LLaVA-format data into Chinese, mixed, packed training shards.",
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with options; flags override it.")
+RejectsOpt = typer.Option(None, "--rejects", help="Write every skipped record (where, id, reason) to this JSONL file.")
+StrictOpt = typer.Option(False, "--strict", help="Exit with code 3 when any record was skipped.")
+
+
+def run_step(name: str, cfg, step: Callable, strict: bool, out_for_config: str | None = None) -> Stats:
+    """Run one step with rejects file, summary, saved config and exit codes."""
+    rejects_path = getattr(cfg, "rejects", None)
+    with contextlib.ExitStack() as stack:
+        stats = Stats(name)
+        if rejects_path:
+            Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
+            stats.rejects = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
+        try:
+            step(cfg, stats)
+        except (ConfigError, FileNotFoundError) as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(1)
+    stats.print_summary()
+    if out_for_config:
+        save_beside(out_for_config, cfg, stats.as_dict())
+    if strict and stats.n_skipped:
+        console.print(f"[red]--strict: {stats.n_skipped} record(s) skipped[/]")
+        raise typer.Exit(3)
+    return stats
+
+
+def _resolve(cls, config, **kw):
+    try:
+        return resolve(cls, config, **kw)
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command("mix-text")
+def mix_text_cmd(
+    mm_in: Optional[str] = typer.Argument(None, metavar="MM_IN", help="LLaVA records (.json/.jsonl)."),
+    text_in: Optional[list[str]] = typer.Argument(None, metavar="TEXT_IN...", help="Alpaca / ShareGPT / messages files."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
+    ratio: Optional[float] = typer.Option(None, help="Fraction of text-only records in the output [default: 0.2]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    allow_repeat: Optional[bool] = typer.Option(None, "--allow-repeat", help="Reuse text records when there are too few."),
+    source: Optional[str] = typer.Option(None, help='"source" value for added records; "file" = the text file name [default: text].'),
+    rejects: Optional[str] = RejectsOpt,
+    config: Optional[str] = ConfigOpt,
+    strict: bool = StrictOpt,
+) -> None:
+    """Mix text-only instructions into multimodal records (against forgetting)."""
+    from .mix import MixConfig, mix_text
+
+    cfg = _resolve(MixConfig, config, mm=mm_in, text=text_in or None, out=out, ratio=ratio, seed=seed,
+                   allow_repeat=allow_repeat, source=source, rejects=rejects)
+    run_step("mix-text", cfg, mix_text, strict, cfg.out)
+
+
+@app.command("make-negatives")
+def make_negatives_cmd(
+    inp: Optional[str] = typer.Argument(None, metavar="IN", help="Captioned LLaVA records."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
+    per_record: Optional[int] = typer.Option(None, "--per-record", help="Negatives per captioned record [default: 1]."),
+    positives: Optional[float] = typer.Option(None, help="Share of generated samples that are matched positives [default: 0.25]."),
+    hard: Optional[bool] = typer.Option(None, "--hard", help="Pick lexically close captions (char n-grams) as mismatches."),
+    lang: Optional[str] = typer.Option(None, help="Template language: zh, en or auto [default: auto]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    only_new: Optional[bool] = typer.Option(None, "--only-new", help="Write only generated records, not the input ones."),
+    caption_key: Optional[str] = typer.Option(None, help="Read captions from this key instead of the first answer."),
+    rejects: Optional[str] = RejectsOpt,
+    config: Optional[str] = ConfigOpt,
+    strict: bool = StrictOpt,
+) -> None:
+    """Add mismatched image/caption questions (and matched ones) against hallucination."""
+    from .negatives import NegativesConfig, make_negatives
+
+    cfg = _resolve(NegativesConfig, config, inp=inp, out=out, per_record=per_record, positives=positives, hard=hard,
+                   lang=lang, seed=seed, only_new=only_new, caption_key=caption_key, rejects=rejects)
+    run_step("make-negatives", cfg, make_negatives, strict, cfg.out)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
