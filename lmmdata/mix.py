@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .config import ConfigError
 from .jsonio import RecordWriter, dumps
+from .progress import track
 from .records import iter_valid
 from .stats import Stats
 from .textsets import to_llava
@@ -72,7 +73,7 @@ def mix_text(cfg: MixConfig, stats: Stats | None = None) -> Stats:
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.shuffle-") as tmp:
         buckets = [open(Path(tmp) / f"bucket-{i}.jsonl", "w", encoding="utf-8") for i in range(n_buckets)]
         n_mm = 0
-        for rec, _ in iter_valid([cfg.mm], stats, count_as="read_mm"):
+        for rec, _ in track(iter_valid([cfg.mm], stats, count_as="read_mm"), "multimodal"):
             buckets[rng.randrange(n_buckets)].write(dumps(rec) + "\n")
             n_mm += 1
         n_avail = sum(1 for _ in _text_records(cfg, Stats("count", quiet=True)))
@@ -91,7 +92,7 @@ def mix_text(cfg: MixConfig, stats: Stats | None = None) -> Stats:
                 copies[i] = full
             for i in rng.sample(range(n_avail), rest):
                 copies[i] += 1
-        for i, rec in enumerate(_text_records(cfg, stats)):
+        for i, rec in enumerate(track(_text_records(cfg, stats), "text", total=n_avail)):
             for k in range(copies.get(i, 0)):
                 if k:
                     rec = {**rec, "id": f"{rec['id']}#rep{k}"}

@@ -25,6 +25,7 @@ import numpy as np
 
 from .config import ConfigError
 from .jsonio import RecordWriter
+from .progress import track
 from .records import IMAGE, images_of, is_cjk, iter_valid
 from .stats import Stats
 
@@ -213,7 +214,7 @@ def make_negatives(cfg: NegativesConfig, stats: Stats | None = None) -> Stats:
     stats.flag("no_mismatch_found", sum(cfg.per_record - len(p) for p in picks))
     by_index = {c.index: (c, p, n) for c, p, n in zip(caps, picks, pos_of)}
     with RecordWriter(cfg.out) as w:
-        for i, (rec, _) in enumerate(iter_valid([cfg.inp], stats)):
+        for i, (rec, _) in enumerate(track(iter_valid([cfg.inp], stats), "make-negatives")):
             if not cfg.only_new:
                 w.write(rec)
                 stats.add("passed_through")
