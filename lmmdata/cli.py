@@ -104,6 +104,36 @@ def make_negatives_cmd(
     run_step("make-negatives", cfg, make_negatives, strict, cfg.out)
 
 
+@app.command("translate")
+def translate_cmd(
+    inp: Optional[str] = typer.Argument(None, metavar="IN", help="LLaVA records (.json/.jsonl)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
+    src: Optional[str] = typer.Option(None, "--from", help="Source language code [default: en]."),
+    tgt: Optional[str] = typer.Option(None, "--to", help="Target language code [default: zh]."),
+    package: Optional[str] = typer.Option(None, "--package", help="Install this .argosmodel file first."),
+    cache: Optional[str] = typer.Option(None, "--cache", help="Translation cache directory [default: ~/.cache/lmm-toolkit/translate]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Distinct strings per committed chunk [default: 512]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="CTranslate2 parallel translators [default: all cores]."),
+    beam_size: Optional[int] = typer.Option(None, "--beam-size", help="Beam size [default: 4, as argos]."),
+    roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles to translate [default: human,gpt]."),
+    protect: Optional[list[str]] = typer.Option(None, "--protect", help="Extra regex whose matches are kept verbatim (repeatable)."),
+    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue an interrupted run [default: resume]."),
+    keep_original: Optional[bool] = typer.Option(None, "--keep-original", help="Keep the source text as conversations_<from>."),
+    drop_suspicious: Optional[bool] = typer.Option(None, "--drop-suspicious", help="Drop records whose translation looks wrong."),
+    rejects: Optional[str] = RejectsOpt,
+    config: Optional[str] = ConfigOpt,
+    strict: bool = StrictOpt,
+) -> None:
+    """Translate LLaVA records (English -> Chinese by default) with Argos Translate."""
+    from .translate import TranslateConfig, translate_file
+
+    cfg = _resolve(TranslateConfig, config, inp=inp, out=out, src=src, tgt=tgt, package=package, cache=cache,
+                   batch_size=batch_size, workers=workers, beam_size=beam_size,
+                   roles=roles.split(",") if roles else None, protect=protect or None, resume=resume,
+                   keep_original=keep_original, drop_suspicious=drop_suspicious, rejects=rejects)
+    run_step("translate", cfg, translate_file, strict, cfg.out)
+
+
 def main() -> None:
     app()
 
