@@ -1,6 +1,7 @@
 """The offline demo: every lmm-toolkit step on a small bundled sample, on CPU.
 
-Phases: build sample (photos from scikit-image / scikit-learn) -> mix-text ->
+Phases: build sample (photos from scikit-image / scikit-learn) -> translate (when
+an en->zh argos package is installed) -> mix-text ->
 make-negatives. Later phases (translate, pack, stage1, stage2, chat) are added
 as those commands land. Each step is run through its real CLI and prints its
 summary; outputs go under --out (default runs/demo).
@@ -35,6 +36,21 @@ def step(title: str, *args: str | Path) -> None:
     console.print(f"[dim]({time.time() - t0:.1f} s)[/]")
 
 
+def translate_if_possible(src: Path, dst: Path) -> Path:
+    """Translate with an installed en->zh argos package, or say clearly why not."""
+    from lmmdata.config import ConfigError
+    from lmmdata.translator import find_argos_package
+
+    try:
+        find_argos_package("en", "zh")
+    except ConfigError as e:
+        console.print(Rule("[bold]translate"))
+        console.print(f"[bold yellow]translate skipped:[/] {e}. The demo goes on with the English sample.", highlight=False)
+        return src
+    step("translate", "lmmdata.cli", "translate", src, "-o", dst)
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"))
@@ -48,8 +64,9 @@ def main() -> None:
     llava_en = build(out / "data")
     console.print(f"wrote {llava_en} and {len(list((out / 'data' / 'images').iterdir()))} images")
 
+    records = translate_if_possible(llava_en, out / "data" / "llava_zh.jsonl")
     mixed = out / "data" / "mixed.jsonl"
-    step("mix-text", "lmmdata.cli", "mix-text", llava_en, HERE / "data" / "text_alpaca.json",
+    step("mix-text", "lmmdata.cli", "mix-text", records, HERE / "data" / "text_alpaca.json",
          HERE / "data" / "text_messages.jsonl", "-o", mixed, "--ratio", "0.3", "--seed", "0")
     final = out / "data" / "train.jsonl"
     step("make-negatives", "lmmdata.cli", "make-negatives", mixed, "-o", final, "--per-record", "1",
