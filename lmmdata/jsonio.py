@@ -19,7 +19,7 @@ CHUNK = 1 << 20  # characters read at a time
 MAX_ITEM = 256 << 20  # one record larger than this is treated as malformed
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"\s*")
-# a top-level record starts after "," or "[", with a key that only records carry
+# where a top-level record may start after a syntax error; `_looks_like_record` confirms it
 _RESYNC = re.compile(r"[,\[]\s*(\{)")
 
 
@@ -242,18 +242,11 @@ class RecordWriter:
         return self
 
     def write(self, record: Any) -> None:
-        assert self._fh is not None, "use RecordWriter as a context manager"
-        if self.fmt == "json":
-            self._fh.write(",\n" if self.count else "\n")
-            self._fh.write(dumps(record))
-        else:
-            self._fh.write(dumps(record))
-            self._fh.write("\n")
-        self.count += 1
+        self.write_line(dumps(record))
 
     def write_line(self, line: str) -> None:
         """Write one record already serialised with `dumps` (no newline)."""
-        assert self._fh is not None
+        assert self._fh is not None, "use RecordWriter as a context manager"
         if self.fmt == "json":
             self._fh.write(",\n" if self.count else "\n")
             self._fh.write(line)
