@@ -9,8 +9,9 @@ the others carry over and keep filling from the next buffer.
 
 Guarantees: every sample lands in exactly one bin, in one piece; no bin holds
 more than `seq_len` tokens; memory is O(buffer + max_open) whatever the input
-size (at most buffer + max_open bins are open); the result depends only on the input order (deterministic). A sample
-longer than `seq_len` is a caller error (filter or truncate before packing).
+size (at most buffer + max_open bins are open); the result depends only on the
+input order (deterministic). A sample longer than `seq_len` is a caller error
+(filter or truncate before packing).
 """
 
 from __future__ import annotations
@@ -26,31 +27,26 @@ class _Bins:
         self.seq_len = seq_len
         self.free: list[int] = []  # sorted ascending
         self.bins: list[list] = []  # parallel to free
-        self.counter = 0
-        self.order: list[int] = []  # creation number, for deterministic ties
 
     def place(self, key: Hashable, length: int) -> bool:
         i = bisect.bisect_left(self.free, length)
         if i == len(self.free):
             return False
-        free, items, order = self.free.pop(i), self.bins.pop(i), self.order.pop(i)
+        free, items = self.free.pop(i), self.bins.pop(i)
         items.append((key, length))
-        self._insert(free - length, items, order)
+        self._insert(free - length, items)
         return True
 
     def open(self, key: Hashable, length: int) -> None:
-        self._insert(self.seq_len - length, [(key, length)], self.counter)
-        self.counter += 1
+        self._insert(self.seq_len - length, [(key, length)])
 
-    def _insert(self, free: int, items: list, order: int) -> None:
+    def _insert(self, free: int, items: list) -> None:
         j = bisect.bisect_right(self.free, free)  # equal room: older bins first
         self.free.insert(j, free)
         self.bins.insert(j, items)
-        self.order.insert(j, order)
 
     def pop_fullest(self) -> list:
         self.free.pop(0)
-        self.order.pop(0)
         return self.bins.pop(0)
 
     def __len__(self) -> int:

@@ -38,7 +38,7 @@ def compile_patterns(extra: list[str] | tuple[str, ...] = ()) -> re.Pattern:
     return re.compile("|".join(f"(?:{p})" for p in [*extra, *BUILTIN]), re.DOTALL)
 
 
-_LETTER = re.compile(r"[^\W\d_]")
+LETTER = re.compile(r"[^\W\d_]")  # any letter, in any script
 
 
 def segment(text: str, pattern: re.Pattern) -> list[Piece]:
@@ -49,7 +49,7 @@ def segment(text: str, pattern: re.Pattern) -> list[Piece]:
         if not free:
             return
         core = free.strip()
-        if not core or not _LETTER.search(core):
+        if not core or not LETTER.search(core):
             pieces.append(Piece(free, False))
             return
         lead, trail = free[: len(free) - len(free.lstrip())], free[len(free.rstrip()):]

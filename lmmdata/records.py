@@ -103,18 +103,28 @@ def iter_valid(
 
     `check(raw, where)` validates or converts one item (default: `validate`).
     """
-    check = check or (lambda raw, where: validate(raw))
     for path in paths:
-        for item in iter_items(path):
-            stats.add(count_as)
-            if isinstance(item, BadItem):
-                stats.skip(item.where, None, item.reason, item.message)
-                continue
-            raw, where = item
-            try:
-                yield check(raw, where), where
-            except BadRecord as e:
-                stats.skip(where, record_id(raw), e.reason, e.message)
+        yield from check_items(iter_items(path), stats, check, count_as)
+
+
+def check_items(
+    items: Iterable[tuple[Any, Where] | BadItem],
+    stats: Stats,
+    check: Callable[[Any, Where], dict] | None = None,
+    count_as: str = "read",
+) -> Iterator[tuple[dict, Where]]:
+    """Validate parsed items; every item is counted as `count_as`, bad ones skipped."""
+    check = check or (lambda raw, where: validate(raw))
+    for item in items:
+        stats.add(count_as)
+        if isinstance(item, BadItem):
+            stats.skip(item.where, None, item.reason, item.message)
+            continue
+        raw, where = item
+        try:
+            yield check(raw, where), where
+        except BadRecord as e:
+            stats.skip(where, record_id(raw), e.reason, e.message)
 
 
 def is_cjk(text: str) -> bool:

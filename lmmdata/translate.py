@@ -18,22 +18,20 @@ import hashlib
 import itertools
 import json
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
-from .jsonio import BadItem, RecordWriter, dumps, file_format, iter_items
+from .jsonio import RecordWriter, dumps, file_format, iter_items
 from .progress import track
-from .protect import compile_patterns, join, segment
-from .records import IMAGE, BadRecord, record_id, validate
+from .protect import LETTER, Piece, compile_patterns, join, segment
+from .records import IMAGE, check_items, record_id
 from .stats import Stats
 from .tcache import TranslationCache
 from .translator import ArgosBackend, Backend
 
 CJK_TARGETS = ("zh", "zt", "ja", "ko")
-_LETTER = re.compile(r"[^\W\d_]")
 
 
 @dataclass
@@ -63,7 +61,7 @@ def suspicious(src: str, out: str, tgt: str) -> set[str]:
     if not out.strip():
         return {"empty"}
     if tgt in CJK_TARGETS:
-        letters = _LETTER.findall(out)
+        letters = LETTER.findall(out)
         if letters and sum(c.isascii() for c in letters) / len(letters) > 0.5:
             flags.add("latin")
     if len(src) >= 10:
@@ -93,22 +91,28 @@ class _State:
             return None
         return state
 
-    def save(self, items: int, nbytes: int, stats: Stats) -> None:
-        doc = {"fingerprint": self.fingerprint, "items": items, "bytes": nbytes,
+    def save(self, nbytes: int, stats: Stats) -> None:
+        """Durably record the partial file's length and the counters (`read` = items consumed)."""
+        doc = {"fingerprint": self.fingerprint, "items": stats.counts["read"], "bytes": nbytes,
                "counts": dict(stats.counts), "skipped": dict(stats.skipped), "flags": dict(stats.flags)}
         tmp = self.progress.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, self.progress)
 
 
-def _translate_record(rec: dict, cfg: TranslateConfig, pattern, mapping: dict[str, str]) -> tuple[dict, set[str]]:
+def _segments(rec: dict, cfg: TranslateConfig, pattern) -> list[list[Piece] | None]:
+    """Per turn: its pieces, or None when the turn's role is not translated."""
+    return [segment(t["value"], pattern) if t["from"] in cfg.roles else None for t in rec["conversations"]]
+
+
+def _translate_record(rec: dict, turns: list[list[Piece] | None], cfg: TranslateConfig,
+                      mapping: dict[str, str]) -> tuple[dict, set[str]]:
     flags: set[str] = set()
     conv = []
-    for turn in rec["conversations"]:
-        if turn["from"] not in cfg.roles:
+    for turn, pieces in zip(rec["conversations"], turns):
+        if pieces is None:
             conv.append(dict(turn))
             continue
-        pieces = segment(turn["value"], pattern)
         for p in pieces:
             if p.translate:
                 flags |= suspicious(p.text, mapping[p.text], cfg.tgt)
@@ -141,15 +145,13 @@ def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Ba
     cache = TranslationCache(cfg.cache, backend.id)
     state = _State(cfg)
     resumed = state.load() if cfg.resume else None
-    done_items = 0
     if resumed:
-        done_items = resumed["items"]
         with open(state.partial, "r+b") as fh:
             fh.truncate(resumed["bytes"])
         stats.counts.update(resumed["counts"])
         stats.skipped.update(resumed["skipped"])
         stats.flags.update(resumed["flags"])
-        stats.extra["resumed_at_item"] = done_items
+        stats.extra["resumed_at_item"] = stats.counts["read"]
     else:
         state.partial.unlink(missing_ok=True)
         state.progress.unlink(missing_ok=True)
@@ -161,11 +163,10 @@ def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Ba
         rate = s / max(1e-9, time.time() - t0)
         return f"{rate:,.0f} strings/s  hit {hits / max(1, stats.counts['strings']):.0%}"
 
-    items = itertools.islice(iter_items(cfg.inp), done_items, None)
+    items = itertools.islice(iter_items(cfg.inp), stats.counts["read"], None)
     with open(state.partial, "ab") as part:
-        chunk: list[tuple[dict, object]] = []
+        chunk: list[tuple[dict, object, list]] = []
         uniq: dict[str, None] = {}
-        n_items = done_items
 
         def commit() -> None:
             if uniq:
@@ -180,8 +181,8 @@ def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Ba
             else:
                 mapping = {}
             lines = []
-            for rec, where in chunk:
-                out, flags = _translate_record(rec, cfg, pattern, mapping)
+            for rec, where, turns in chunk:
+                out, flags = _translate_record(rec, turns, cfg, mapping)
                 for f in flags:
                     stats.flag(f)
                 if flags and cfg.drop_suspicious:
@@ -192,31 +193,20 @@ def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Ba
             part.write("".join(lines).encode("utf-8"))
             part.flush()
             os.fsync(part.fileno())
-            state.save(n_items, part.tell(), stats)
+            state.save(part.tell(), stats)
             chunk.clear()
             uniq.clear()
 
-        for item in track(items, "translate", extra=live):
-            n_items += 1
-            stats.add("read")
-            if isinstance(item, BadItem):
-                stats.skip(item.where, None, item.reason, item.message)
-                continue
-            raw, where = item
-            try:
-                rec = validate(raw)
-            except BadRecord as e:
-                stats.skip(where, record_id(raw), e.reason, e.message)
-                continue
-            for turn in rec["conversations"]:
-                if turn["from"] in cfg.roles:
-                    for p in segment(turn["value"], pattern):
-                        if p.translate:
-                            stats.add("strings")
-                            if p.text in uniq:
-                                stats.add("dedup_hits")
-                            uniq[p.text] = None
-            chunk.append((rec, where))
+        for rec, where in track(check_items(items, stats), "translate", extra=live):
+            turns = _segments(rec, cfg, pattern)
+            for pieces in turns:
+                for p in pieces or ():
+                    if p.translate:
+                        stats.add("strings")
+                        if p.text in uniq:
+                            stats.add("dedup_hits")
+                        uniq[p.text] = None
+            chunk.append((rec, where, turns))
             if len(uniq) >= cfg.batch_size:
                 commit()
         commit()

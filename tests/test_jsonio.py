@@ -2,7 +2,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -38,13 +37,15 @@ def test_round_trip_is_byte_stable(tmp_path, ext):
 
 
 def test_cross_format_round_trip(tmp_path):
-    j, l, j2 = tmp_path / "a.json", tmp_path / "b.jsonl", tmp_path / "c.json"
-    for path, src in ((j, RECORDS), (l, None), (j2, None)):
-        rows = src if src is not None else [v for v, _ in items(prev)]
+    def write(path, rows):
         with RecordWriter(path) as w:
             for r in rows:
                 w.write(r)
-        prev = path
+        return path
+
+    j = write(tmp_path / "a.json", RECORDS)
+    l = write(tmp_path / "b.jsonl", [v for v, _ in items(j)])
+    j2 = write(tmp_path / "c.json", [v for v, _ in items(l)])
     assert j.read_bytes() == j2.read_bytes()
 
 
