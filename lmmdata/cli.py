@@ -134,6 +134,63 @@ def translate_cmd(
     run_step("translate", cfg, translate_file, strict, cfg.out)
 
 
+@app.command("pack")
+def pack_cmd(
+    inputs: Optional[list[str]] = typer.Argument(None, metavar="IN...", help="LLaVA records (.json/.jsonl)."),
+    out: Optional[str] = typer.Option(None, "-o", "--out", help="Output shard directory."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory, tokenizer.json, cached hub name, or 'qwen2.5' (built in)."),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="Directory that record image paths are relative to."),
+    image_tokens: Optional[int] = typer.Option(None, "--image-tokens", help="Tokens per image (N)."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per packed row [default: 2048]."),
+    template: Optional[str] = typer.Option(None, "--template", help="auto (tokenizer's own), chatml, qwen2, llama3 or vicuna [default: auto]."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Downscale images so the short side is PX, re-encoded."),
+    rows_per_shard: Optional[int] = typer.Option(None, "--rows-per-shard", help="Rows per shard file [default: 1024]."),
+    seed: Optional[int] = typer.Option(None, help="Seed for the row order [default: 0]."),
+    truncate: Optional[bool] = typer.Option(None, "--truncate", help="Cut over-long text-only samples instead of skipping them."),
+    buffer: Optional[int] = typer.Option(None, "--buffer", help="Samples sorted together by the packer [default: 4096]."),
+    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing output directory."),
+    rejects: Optional[str] = RejectsOpt,
+    config: Optional[str] = ConfigOpt,
+    strict: bool = StrictOpt,
+) -> None:
+    """Tokenize with a chat template, expand images and pack into 2048-token Arrow shards."""
+    from .pack import PackConfig, pack
+
+    cfg = _resolve(PackConfig, config, inputs=inputs or None, out=out, tokenizer=tokenizer, image_root=image_root,
+                   image_tokens=image_tokens, vision=vision, seq_len=seq_len, template=template,
+                   image_size=image_size, rows_per_shard=rows_per_shard, seed=seed, truncate=truncate,
+                   buffer=buffer, overwrite=overwrite, rejects=rejects)
+    run_step("pack", cfg, pack, strict)
+    console.print(f"shards in [bold]{cfg.out}[/]; look at them with: lmmdata inspect {cfg.out} --stats", highlight=False)
+
+
+@app.command("inspect")
+def inspect_cmd(
+    shard_dir: str = typer.Argument(..., metavar="OUT_DIR", help="A shard directory made by `lmmdata pack`."),
+    row: Optional[int] = typer.Option(None, "--row", help="Show this row (0-based) decoded."),
+    show_stats: bool = typer.Option(False, "--stats", help="Show counts, histograms and skip reasons."),
+    verify: bool = typer.Option(False, "--verify", help="Check every shard's sha256 against the manifest."),
+) -> None:
+    """Show shards: a decoded row (trained spans coloured) and/or statistics."""
+    from rich.console import Console
+
+    from . import shards, view
+
+    out = Console()
+    try:
+        if verify:
+            shards.verify(shard_dir)
+            out.print(f"[green]ok[/]: every shard in {shard_dir} matches its checksum")
+        if show_stats or (row is None and not verify):
+            view.show_stats(shard_dir, out)
+        if row is not None:
+            view.show_row(shard_dir, row, out)
+    except (shards.ShardError, IndexError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+
+
 def main() -> None:
     app()
 
