@@ -113,6 +113,7 @@ class _Spill:
         self._fh = open(path, "w+b")
         self._where: dict[int, tuple[int, int]] = {}
         self._next = 0
+        self._dirty = False
 
     def put(self, sample: tuple) -> int:
         blob = pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)
@@ -121,9 +122,13 @@ class _Spill:
         self._where[key] = (self._fh.tell(), len(blob))
         self._fh.write(blob)
         self._next += 1
+        self._dirty = True
         return key
 
     def take(self, key: int) -> tuple:
+        if self._dirty:
+            self._fh.flush()
+            self._dirty = False
         off, size = self._where.pop(key)
         return pickle.loads(os.pread(self._fh.fileno(), size, off))
 

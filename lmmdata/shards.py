@@ -13,6 +13,7 @@ shown as `<image x N>`, trained spans, PIL images).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -192,12 +193,17 @@ def scan(shard_dir: str | os.PathLike):
 
 
 def load_shard_tokenizer(shard_dir: str | os.PathLike):
-    """The tokenizer saved with the shards (with the image tokens added)."""
-    from transformers import AutoTokenizer
-
-    path = Path(shard_dir) / TOKENIZER_DIR
+    """The tokenizer saved with the shards (with the image tokens added); cached per directory."""
+    path = Path(shard_dir).resolve() / TOKENIZER_DIR
     if not path.is_dir():
         raise ShardError(f"{shard_dir}: no saved tokenizer in {TOKENIZER_DIR}/")
+    return _load_tokenizer_cached(str(path), (path / "tokenizer.json").stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tokenizer_cached(path: str, mtime: int):
+    from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(path)
 
 

