@@ -17,6 +17,7 @@ import random
 import shutil
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .stats import Stats
 from .template import IGNORE, NAMES, TemplateError, make_template, messages_of, special_tokens_for
 from .tokenizer import TokenizerError, add_image_tokens, load_tokenizer, vocab_hash
 
+CHUNK = 256  # records tokenized together (one batched tokenizer call)
 LENGTH_BUCKET = 128  # width of the sample-length histogram buckets in the manifest
 
 
@@ -210,16 +212,19 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
     writer = ShardWriter(staging, cfg.rows_per_shard)
     rng = random.Random(cfg.seed)
 
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))  # image decode releases the GIL
+
     def samples():
-        for rec, where in track(iter_valid(cfg.inputs, stats), "pack", extra=lambda: f"{tally.rows:,} rows"):
-            try:
-                ids, labels, images = _encode(rec, cfg, template, root, stats)
-            except BadRecord as e:
-                stats.skip(where, rec.get("id"), e.reason, e.message)
-                continue
-            sample = (str(rec["id"]) if rec.get("id") is not None else str(where), ids, labels, images)
-            tally.sample(len(ids), len(images), int((labels != IGNORE).sum()), len(images) * (n_tokens + 2))
-            yield spill.put(sample), len(ids)
+        valid = track(iter_valid(cfg.inputs, stats), "pack", extra=lambda: f"{tally.rows:,} rows")
+        for chunk in _chunks(valid, CHUNK):
+            for (rec, where), result in zip(chunk, _encode_chunk([r for r, _ in chunk], cfg, template, root, stats, pool)):
+                if isinstance(result, BadRecord):
+                    stats.skip(where, rec.get("id"), result.reason, result.message)
+                    continue
+                ids, labels, images = result
+                sample = (str(rec["id"]) if rec.get("id") is not None else str(where), ids, labels, images)
+                tally.sample(len(ids), len(images), int((labels != IGNORE).sum()), len(images) * (n_tokens + 2))
+                yield spill.put(sample), len(ids)
 
     window: list[list] = []
 
@@ -245,6 +250,7 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
         write(window)
         shards = writer.close()
     finally:
+        pool.shutdown()
         spill.close()
         os.unlink(staging / ".spill")
     stats.add("samples", tally.samples)
@@ -279,14 +285,45 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
     return manifest
 
 
-def _encode(rec: dict, cfg: PackConfig, template, root: Path | None, stats: Stats) -> tuple:
-    """(input_ids, labels, image bytes) for one valid record, or BadRecord."""
-    paths = images_of(rec)
-    if paths and root is None:
+def _chunks(items, size: int):
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _encode_chunk(recs: list[dict], cfg: PackConfig, template, root: Path | None, stats: Stats,
+                  pool: ThreadPoolExecutor) -> list:
+    """Per record (input_ids, labels, image bytes) or the BadRecord saying why it is skipped."""
+    if root is None and any(images_of(r) for r in recs):
         raise ConfigError("the records have images; give --image-root DIR (image paths are relative to it)")
-    ids, labels, n_img = template.encode(template.render(messages_of(rec)))
-    if n_img != len(paths):  # validate() guarantees this; a template that drops text would break it
-        raise BadRecord("placeholder_mismatch", f"{n_img} image(s) rendered but {len(paths)} in the record")
+    results: list = []
+    for rec, (ids, labels, n_img) in zip(recs, template.encode_many([template.render(messages_of(r)) for r in recs])):
+        try:
+            results.append(_check_sample(rec, ids, labels, n_img, cfg, stats))
+        except BadRecord as e:
+            results.append(e)
+
+    def images(i: int):
+        try:
+            return [load_image(root, p, cfg.image_size) for p in images_of(recs[i])]
+        except BadRecord as e:
+            return e
+
+    todo = [i for i, r in enumerate(results) if not isinstance(r, BadRecord) and images_of(recs[i])]
+    for i, imgs in zip(todo, pool.map(images, todo)):
+        results[i] = imgs if isinstance(imgs, BadRecord) else (*results[i][:2], imgs)
+    return results
+
+
+def _check_sample(rec: dict, ids: list[int], labels: list[int], n_img: int, cfg: PackConfig, stats: Stats) -> tuple:
+    n_paths = len(images_of(rec))
+    if n_img != n_paths:  # validate() guarantees this; a template that drops text would break it
+        raise BadRecord("placeholder_mismatch", f"{n_img} image(s) rendered but {n_paths} in the record")
     if len(ids) > cfg.seq_len:
         if n_img or not cfg.truncate:
             hint = "" if n_img else " (text-only: --truncate would cut it)"
@@ -297,8 +334,7 @@ def _encode(rec: dict, cfg: PackConfig, template, root: Path | None, stats: Stat
     labels_a = np.asarray(labels, dtype=np.int32)
     if not (labels_a != IGNORE).any():
         raise BadRecord("no_trained_tokens", "no assistant tokens left to train on")
-    images = [load_image(root, p, cfg.image_size) for p in paths]
-    return ids_a, labels_a, images
+    return ids_a, labels_a, []
 
 
 def _swap_in(staging: Path, out: Path) -> None:

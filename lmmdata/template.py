@@ -91,8 +91,11 @@ class ChatTemplate:
         return self._render_jinja(messages, add_generation_prompt)
 
     def _fill(self, s: str) -> str:
-        tok = self.tokenizer
-        return s.replace("{bos}", tok.bos_token or "").replace("{eos}", tok.eos_token or "")
+        cache = self.__dict__.setdefault("_filled", {})
+        if s not in cache:
+            tok = self.tokenizer
+            cache[s] = s.replace("{bos}", tok.bos_token or "").replace("{eos}", tok.eos_token or "")
+        return cache[s]
 
     def _render_builtin(self, messages: Sequence[dict], add_generation_prompt: bool) -> list[Piece]:
         b = self.builtin
@@ -146,21 +149,28 @@ class ChatTemplate:
     # ---- encoding --------------------------------------------------------
     def encode(self, pieces: Sequence[Piece]) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, n_images) with each `<image>` expanded to im_start + N x image + im_end."""
+        return self.encode_many([pieces])[0]
+
+    def encode_many(self, conversations: Sequence[Sequence[Piece]]) -> list[tuple[list[int], list[int], int]]:
+        """`encode` for many conversations with two tokenizer calls in all (batched, multi-threaded)."""
         glue_texts: list[str] = []
         plain_texts: list[str] = []
-        plan: list[tuple[str, int, bool]] = []  # (source, index, trained); source "glue"|"text"|"image"
-        for p in pieces:
-            trained = p.kind in ("answer", "end")
-            if p.kind in ("glue", "end"):
-                plan.append(("glue", len(glue_texts), trained))
-                glue_texts.append(p.text)
-                continue
-            for j, part in enumerate(p.text.split(IMAGE)):
-                if j:
-                    plan.append(("image", 0, False))
-                if part:
-                    plan.append(("text", len(plain_texts), trained))
-                    plain_texts.append(part)
+        plans = []
+        for pieces in conversations:
+            plan: list[tuple[str, int, bool]] = []  # (source, index, trained); source "glue"|"text"|"image"
+            for p in pieces:
+                trained = p.kind in ("answer", "end")
+                if p.kind in ("glue", "end"):
+                    plan.append(("glue", len(glue_texts), trained))
+                    glue_texts.append(p.text)
+                    continue
+                for j, part in enumerate(p.text.split(IMAGE)):
+                    if j:
+                        plan.append(("image", 0, False))
+                    if part:
+                        plan.append(("text", len(plain_texts), trained))
+                        plain_texts.append(part)
+            plans.append(plan)
         backend = self.tokenizer.backend_tokenizer
         glue = [e.ids for e in backend.encode_batch(glue_texts, add_special_tokens=False)] if glue_texts else []
         backend.encode_special_tokens = True
@@ -169,18 +179,21 @@ class ChatTemplate:
         finally:
             backend.encode_special_tokens = False
         image = self.image_span()
-        ids: list[int] = []
-        labels: list[int] = []
-        n_images = 0
-        for source, i, trained in plan:
-            if source == "image":
-                chunk = image
-                n_images += 1
-            else:
-                chunk = glue[i] if source == "glue" else plain[i]
-            ids += chunk
-            labels += chunk if trained else [IGNORE] * len(chunk)
-        return ids, labels, n_images
+        out = []
+        for plan in plans:
+            ids: list[int] = []
+            labels: list[int] = []
+            n_images = 0
+            for source, i, trained in plan:
+                if source == "image":
+                    chunk = image
+                    n_images += 1
+                else:
+                    chunk = glue[i] if source == "glue" else plain[i]
+                ids += chunk
+                labels += chunk if trained else [IGNORE] * len(chunk)
+            out.append((ids, labels, n_images))
+        return out
 
     def image_span(self) -> list[int]:
         ids = self.image_ids

@@ -1,9 +1,9 @@
 """The offline demo: every lmm-toolkit step on a small bundled sample, on CPU.
 
 Phases: build sample (photos from scikit-image / scikit-learn) -> translate (when
-an en->zh argos package is installed) -> mix-text ->
-make-negatives. Later phases (translate, pack, stage1, stage2, chat) are added
-as those commands land. Each step is run through its real CLI and prints its
+an en->zh argos package is installed) -> mix-text -> make-negatives -> pack
+(Qwen2.5 tokenizer, 2048-token shards). Later phases (stage1, stage2, chat) are
+added as those commands land. Each step is run through its real CLI and prints its
 summary; outputs go under --out (default runs/demo).
 """
 
@@ -20,6 +20,8 @@ from rich.console import Console
 from rich.rule import Rule
 
 HERE = Path(__file__).resolve().parent
+IMAGE_TOKENS = 16  # the tiny vision tower: 64 px images, 16 px patches -> (64/16)^2
+IMAGE_SIZE = 64
 console = Console()
 
 
@@ -72,10 +74,15 @@ def main() -> None:
     step("make-negatives", "lmmdata.cli", "make-negatives", mixed, "-o", final, "--per-record", "1",
          "--positives", "0.3", "--hard", "--seed", "0")
 
+    shards = out / "shards"
+    step("pack", "lmmdata.cli", "pack", final, "-o", shards, "--tokenizer", "qwen2.5", "--image-root", out / "data",
+         "--image-tokens", str(IMAGE_TOKENS), "--image-size", str(IMAGE_SIZE), "--overwrite")
+
     console.print(Rule("[bold]done"))
     console.print(f"demo finished in {time.time() - t0:.0f} s")
-    console.print(f"training records: {final}")
-    console.print(f"each output has its resolved config and summary beside it: {final}.config.yaml")
+    console.print(f"training records: {final} (resolved config and summary beside it: {final}.config.yaml)")
+    console.print(f"shards: {shards}; look inside with `lmmdata inspect {shards} --stats` and "
+                  f"`lmmdata inspect {shards} --row 0`", highlight=False)
 
 
 if __name__ == "__main__":
