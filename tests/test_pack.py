@@ -220,7 +220,7 @@ def test_image_resize_is_documented_transform(qwen_dir, tmp_path):
     root = tmp_path / "imgs"
     big = photo(root / "big.jpg", 1, size=(96, 64))
     small = photo(root / "small.jpg", 2, size=(20, 30))
-    alpha = photo(root / "a.png", 3, size=(64, 80), mode="RGBA", fmt="PNG")
+    photo(root / "a.png", 3, size=(64, 80), mode="RGBA", fmt="PNG")
     rec = conv(("human", "<image><image><image> what?"), ("gpt", "Three."), image=["big.jpg", "small.jpg", "a.png"])
     run_pack([write_jsonl(tmp_path / "r.jsonl", [rec])], tmp_path / "out", qwen_dir, root, image_size=32, seq_len=128)
     imgs = rows_of(tmp_path / "out")[0]["images"]
