@@ -48,8 +48,6 @@ def load_image(root: Path, rel: str, size: int | None = None) -> bytes:
                 if size is None or min(im.size) <= size:
                     return data
                 return encode_resized(im, size)
-    except BadRecord:
-        raise
     except Exception as e:  # PIL raises many types for bad files
         raise BadRecord("corrupt_image", f"image {rel!r} cannot be decoded: {type(e).__name__}: {e}") from None
 

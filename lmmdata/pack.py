@@ -11,6 +11,7 @@ when complete; same inputs + seed give byte-identical shards.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -18,7 +19,7 @@ import shutil
 import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,6 @@ def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
     path = Path(spec)
     try:
         if path.is_file():
-            import json
             raw = json.loads(path.read_text(encoding="utf-8"))
             cfg = raw.get("vision_config", raw)
         else:
@@ -102,10 +102,14 @@ def _check(cfg: PackConfig) -> tuple[int, dict | None]:
     if (cfg.image_tokens is None) == (cfg.vision is None):
         raise ConfigError("give exactly one of --image-tokens N or --vision CONFIG (image tokens per image)")
     if cfg.vision is not None:
-        return image_tokens_from_vision(cfg.vision)
-    if cfg.image_tokens < 1:
+        n_tokens, vision = image_tokens_from_vision(cfg.vision)
+    elif cfg.image_tokens < 1:
         raise ConfigError(f"--image-tokens must be positive, got {cfg.image_tokens}")
-    return cfg.image_tokens, None
+    else:
+        n_tokens, vision = cfg.image_tokens, None
+    if n_tokens + 2 > cfg.seq_len:
+        raise ConfigError(f"one image is {n_tokens + 2} tokens, more than --seq-len {cfg.seq_len}")
+    return n_tokens, vision
 
 
 class _Spill:
@@ -115,14 +119,15 @@ class _Spill:
         self._fh = open(path, "w+b")
         self._where: dict[int, tuple[int, int]] = {}
         self._next = 0
+        self._end = 0  # append offset, kept here: seek/tell on the buffered file would flush every put
         self._dirty = False
 
     def put(self, sample: tuple) -> int:
         blob = pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL)
-        self._fh.seek(0, os.SEEK_END)
         key = self._next
-        self._where[key] = (self._fh.tell(), len(blob))
+        self._where[key] = (self._end, len(blob))
         self._fh.write(blob)
+        self._end += len(blob)
         self._next += 1
         self._dirty = True
         return key
@@ -150,11 +155,8 @@ class _Tally:
     rows: int = 0
     greedy_rows: int = 0
     greedy_open: int = 0
-    lengths: Counter = None
-    images: Counter = None
-
-    def __post_init__(self):
-        self.lengths, self.images = Counter(), Counter()
+    lengths: Counter = field(default_factory=Counter)  # sample length bucket -> count
+    images: Counter = field(default_factory=Counter)  # images per sample -> count
 
     def sample(self, length: int, n_images: int, trained: int, image_tokens: int) -> None:
         self.samples += 1
@@ -183,15 +185,13 @@ class _Tally:
 
 def pack(cfg: PackConfig, stats: Stats) -> dict:
     """Run `lmmdata pack`; returns the manifest written to `cfg.out`."""
-    n_tokens, vision = _check(cfg)
+    n_tokens, vision = _check(cfg)  # every setting checked before the (slow) tokenizer load
     try:
         tok = load_tokenizer(cfg.tokenizer)
         image_ids = add_image_tokens(tok)
         template = make_template(cfg.template, tok, image_ids, n_tokens)
     except (TokenizerError, TemplateError) as e:
         raise ConfigError(str(e)) from None
-    if n_tokens + 2 > cfg.seq_len:
-        raise ConfigError(f"one image is {n_tokens + 2} tokens, more than --seq-len {cfg.seq_len}")
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.tmp-{os.getpid()}"

@@ -24,6 +24,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .template import IGNORE
+
 FORMAT = "lmm-shards"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -38,7 +40,6 @@ SCHEMA = pa.schema(
     ],
     metadata={"lmm_shard_format": str(FORMAT_VERSION)},
 )
-IGNORE = -100
 
 
 class ShardError(ValueError):
@@ -260,18 +261,13 @@ def decode_spans(tokenizer, input_ids: list[int], labels: list[int], image_ids: 
     return spans
 
 
-def row_count(shard_dir: str | os.PathLike) -> int:
-    return sum(s["rows"] for s in read_manifest(shard_dir)["shards"])
-
-
 def read_row(shard_dir: str | os.PathLike, i: int, tokenizer=None) -> list[Sample]:
     """Row `i` (0-based, across shards) decoded into its samples."""
     from PIL import Image
 
     m = read_manifest(shard_dir)
-    total = sum(s["rows"] for s in m["shards"])
-    if not 0 <= i < total:
-        raise IndexError(f"row {i} out of range: {shard_dir} has {total} rows")
+    if not 0 <= i < m["rows"]:
+        raise IndexError(f"row {i} out of range: {shard_dir} has {m['rows']} rows")
     for s in m["shards"]:
         if i < s["rows"]:
             break

@@ -82,6 +82,7 @@ class ChatTemplate:
     jinja: str | None = None
     image_ids: dict[str, int] = field(default_factory=dict)
     image_tokens: int = 0
+    _filled: dict[str, str] = field(default_factory=dict, repr=False)  # format string -> with bos/eos filled in
 
     # ---- rendering -------------------------------------------------------
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> list[Piece]:
@@ -91,11 +92,10 @@ class ChatTemplate:
         return self._render_jinja(messages, add_generation_prompt)
 
     def _fill(self, s: str) -> str:
-        cache = self.__dict__.setdefault("_filled", {})
-        if s not in cache:
+        if s not in self._filled:
             tok = self.tokenizer
-            cache[s] = s.replace("{bos}", tok.bos_token or "").replace("{eos}", tok.eos_token or "")
-        return cache[s]
+            self._filled[s] = s.replace("{bos}", tok.bos_token or "").replace("{eos}", tok.eos_token or "")
+        return self._filled[s]
 
     def _render_builtin(self, messages: Sequence[dict], add_generation_prompt: bool) -> list[Piece]:
         b = self.builtin

@@ -98,17 +98,13 @@ def load_tokenizer(name_or_path: str):
         tok = PreTrainedTokenizerFast(tokenizer_file=name)
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name, local_files_only=not Path(name).exists() and _offline())
+            tok = AutoTokenizer.from_pretrained(name)  # HF_HUB_OFFLINE=1 keeps hub names to the local cache
         except (OSError, ValueError) as e:
             raise TokenizerError(f"cannot load tokenizer {name!r}: {e}. Give a directory with tokenizer.json, "
                                  f"a tokenizer.json file, a hub name already downloaded, or one of: {', '.join(BUILTIN)}") from e
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
         raise TokenizerError(f"tokenizer {name!r} has no fast (tokenizers) backend; convert it to tokenizer.json first")
     return tok
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
 
 
 def add_image_tokens(tok) -> dict[str, int]:

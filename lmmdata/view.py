@@ -9,7 +9,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .shards import read_manifest, read_row, row_count, scan
+from .shards import read_manifest, read_row, scan
 
 STYLE = {"trained": "bold green", "image": "bold magenta", "text": ""}
 BAR = 40
@@ -20,7 +20,7 @@ def show_row(shard_dir: str | Path, i: int, console: Console) -> None:
     m = read_manifest(shard_dir)
     samples = read_row(shard_dir, i)
     used = sum(len(s.input_ids) for s in samples)
-    console.print(f"[bold]row {i}[/] of {row_count(shard_dir):,}: {len(samples)} sample(s), {used:,}/{m['seq_len']:,} "
+    console.print(f"[bold]row {i}[/] of {m['rows']:,}: {len(samples)} sample(s), {used:,}/{m['seq_len']:,} "
                   f"tokens ({used / m['seq_len']:.1%}); [green]green[/] = trained, [magenta]magenta[/] = image tokens")
     for k, s in enumerate(samples):
         body = Text()
