@@ -1,13 +1,108 @@
-"""The `lmmtrain` command line (stages and chat land with the training issue)."""
+"""The `lmmtrain` command line: `stage1`, `stage2`, `chat`.
+
+Exit codes: 0 done, 1 a bad setting or input (the message says how to fix it), 2 usage.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train and chat with LLaVA-style models.")
+from lmmdata.config import ConfigError, resolve, save_beside
+from lmmdata.stats import console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Train and chat with LLaVA-style models on lmmdata shards.")
 
 
-@app.callback()
-def _root() -> None:
-    """Two-stage training on lmmdata shards."""
+def _stage(cls, config, **flags) -> None:
+    from rich.table import Table
+
+    from .stages import run_stage
+
+    try:
+        cfg = resolve(cls, config, **flags)
+        summary = run_stage(cfg)
+    except ConfigError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+    save_beside(cfg.out, cfg, summary)
+    t = Table(title=f"lmmtrain {cfg.stage}: summary", title_justify="left")
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    for k, v in summary.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    console.print(f"checkpoint: [bold]{cfg.out}[/]  (chat: lmmtrain chat {cfg.out})", highlight=False)
+
+
+# Options shared by both stages; None = not given (the YAML file or the default applies).
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with options; flags override it.")
+DataOpt = typer.Option(None, "--data", "-d", help="Shard directory from `lmmdata pack` (repeatable).")
+OutOpt = typer.Option(None, "--out", "-o", help="Output directory (checkpoints + final model).")
+InitOpt = typer.Option(None, "--init", help="Checkpoint to start from (stage 2: the stage-1 output).")
+LrOpt = typer.Option(None, "--lr", help="Peak learning rate [stage1 1e-3, stage2 2e-5].")
+EpochsOpt = typer.Option(None, "--epochs", help="Epochs over the shards [1].")
+StepsOpt = typer.Option(None, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs).")
+RowsOpt = typer.Option(None, "--batch-rows", help="Packed rows per device per step [4].")
+AccumOpt = typer.Option(None, "--grad-accum", help="Gradient accumulation steps [1].")
+DsOpt = typer.Option(None, "--deepspeed", help="DeepSpeed JSON (pipelines/deepspeed/zero2.json or zero3.json).")
+ResumeOpt = typer.Option(None, "--resume", help='Resume from a checkpoint-N directory, or "auto" for the latest in --out.')
+SaveOpt = typer.Option(None, "--save-steps", help="Save a resumable checkpoint every N steps [500].")
+LogOpt = typer.Option(None, "--logging-steps", help="Log loss and throughput every N steps [10].")
+SeedOpt = typer.Option(None, "--seed", help="Seed for init, shuffling and dropout [42].")
+GcOpt = typer.Option(None, "--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations.")
+Bf16Opt = typer.Option(None, "--bf16/--no-bf16", help="bf16 mixed precision [on when the GPU supports it].")
+AttnOpt = typer.Option(None, "--attn", help="auto | flash_attention_2 | sdpa | eager.")
+LayoutOpt = typer.Option(None, "--layout", help="auto | flat | rows (how packed rows form a batch).")
+ReportOpt = typer.Option(None, "--report-to", help="none | tensorboard.")
+WorkersOpt = typer.Option(None, "--workers", help="Dataloader workers [2].")
+
+
+@app.command("stage1")
+def stage1_cmd(
+    config: Optional[str] = ConfigOpt, data: Optional[list[str]] = DataOpt, out: Optional[str] = OutOpt,
+    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in random-weight model: tiny | small [tiny]."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="CLIP/SigLIP checkpoint (path or cached hub name)."),
+    lm: Optional[str] = typer.Option(None, "--lm", help="Causal LM checkpoint (path or cached hub name)."),
+    projector: Optional[str] = typer.Option(None, "--projector", help="vipllava (LayerNorm MLP) | mlp2x_gelu."),
+    init: Optional[str] = InitOpt, lr: Optional[float] = LrOpt, epochs: Optional[float] = EpochsOpt,
+    max_steps: Optional[int] = StepsOpt, batch_rows: Optional[int] = RowsOpt, grad_accum: Optional[int] = AccumOpt,
+    deepspeed: Optional[str] = DsOpt, resume: Optional[str] = ResumeOpt, save_steps: Optional[int] = SaveOpt,
+    logging_steps: Optional[int] = LogOpt, seed: Optional[int] = SeedOpt, gradient_checkpointing: Optional[bool] = GcOpt,
+    bf16: Optional[bool] = Bf16Opt, attn: Optional[str] = AttnOpt, layout: Optional[str] = LayoutOpt,
+    report_to: Optional[str] = ReportOpt, workers: Optional[int] = WorkersOpt,
+) -> None:
+    """Stage 1: train the projector only (vision tower and LM frozen)."""
+    from .config import Stage1Config
+
+    _stage(Stage1Config, config, data=data or None, out=out, preset=preset, vision=vision, lm=lm, projector=projector,
+           init=init, lr=lr, epochs=epochs, max_steps=max_steps, batch_rows=batch_rows, grad_accum=grad_accum,
+           deepspeed=deepspeed, resume=resume, save_steps=save_steps, logging_steps=logging_steps, seed=seed,
+           gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn=attn, layout=layout, report_to=report_to,
+           workers=workers)
+
+
+@app.command("stage2")
+def stage2_cmd(
+    config: Optional[str] = ConfigOpt, data: Optional[list[str]] = DataOpt, out: Optional[str] = OutOpt,
+    init: Optional[str] = InitOpt, lr: Optional[float] = LrOpt, epochs: Optional[float] = EpochsOpt,
+    max_steps: Optional[int] = StepsOpt, batch_rows: Optional[int] = RowsOpt, grad_accum: Optional[int] = AccumOpt,
+    deepspeed: Optional[str] = DsOpt, resume: Optional[str] = ResumeOpt, save_steps: Optional[int] = SaveOpt,
+    logging_steps: Optional[int] = LogOpt, seed: Optional[int] = SeedOpt, gradient_checkpointing: Optional[bool] = GcOpt,
+    bf16: Optional[bool] = Bf16Opt, attn: Optional[str] = AttnOpt, layout: Optional[str] = LayoutOpt,
+    report_to: Optional[str] = ReportOpt, workers: Optional[int] = WorkersOpt,
+    lora: Optional[bool] = typer.Option(None, "--lora/--no-lora", help="Train the LM through LoRA adapters (merged at the end)."),
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank [16]."),
+) -> None:
+    """Stage 2: train projector + LM (vision tower frozen), starting from --init."""
+    from .config import Stage2Config
+
+    _stage(Stage2Config, config, data=data or None, out=out, init=init, lr=lr, epochs=epochs, max_steps=max_steps,
+           batch_rows=batch_rows, grad_accum=grad_accum, deepspeed=deepspeed, resume=resume, save_steps=save_steps,
+           logging_steps=logging_steps, seed=seed, gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn=attn,
+           layout=layout, report_to=report_to, workers=workers, lora=lora, lora_r=lora_r)
 
 
 def main() -> None:

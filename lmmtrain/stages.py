@@ -1,0 +1,312 @@
+"""The two training stages: model set-up, freezing, HF Trainer (+ DeepSpeed), outputs.
+
+`run_stage(cfg)` is the whole of `lmmtrain stage1` / `stage2`: check the shards
+against the model, freeze what the stage does not train, train with a packed
+loss, log throughput, and write an HF checkpoint (model, tokenizer with the
+image tokens, image processor) plus `lmm_config.json`, written last, which
+records the stage, the template and the data manifests' hashes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+from lmmdata.config import ConfigError
+from lmmdata.shards import MANIFEST, load_shard_tokenizer, read_manifest
+from lmmdata.stats import console
+
+from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
+from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
+                    parameter_counts, special_ids_of)
+from .step import loss_sum, touch_vision
+
+LMM_CONFIG = "lmm_config.json"
+CHECKPOINT_FORMAT = "lmm-checkpoint"
+
+# Dense bf16 peak FLOP/s per GPU, for MFU (matched against torch.cuda.get_device_name()).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
+              "L40S": 362e12, "L40": 181e12, "A10G": 70e12, "A10": 125e12, "L4": 121e12, "4090": 165e12}
+
+
+def peak_flops() -> float | None:
+    if not torch.cuda.is_available():
+        return None
+    name = torch.cuda.get_device_name()
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+def _numel(module) -> int:
+    return sum(getattr(p, "ds_numel", p.numel()) for p in module.parameters())
+
+
+@dataclasses.dataclass
+class FlopModel:
+    """Matmul FLOPs of one step (attention scores and the projector left out; good to a few %)."""
+
+    vision: int  # vision tower parameters (forward only: frozen)
+    body: int  # LM parameters without embeddings and LM head
+    head: int  # LM head parameters (applied to trained positions only)
+    lm_trained: bool
+
+    @classmethod
+    def of(cls, model, stage: str) -> "FlopModel":
+        inner = model.model
+        body = _numel(inner.language_model) - _numel(inner.language_model.get_input_embeddings())
+        return cls(_numel(inner.vision_tower), body, _numel(model.lm_head), stage == "stage2")
+
+    def step(self, tokens: int, trained: int, patches: int) -> float:
+        per = 6 if self.lm_trained else 4  # forward + activation grads (+ weight grads when the LM trains)
+        return per * (self.body * tokens + self.head * trained) + 2 * self.vision * patches
+
+
+class LmmTrainer(Trainer):
+    """HF Trainer with the packed loss and throughput logging."""
+
+    def __init__(self, *args, stage: str = "stage1", image_tokens: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = True  # our loss divides by the batch's trained-token count itself
+        self.flop_model = FlopModel.of(_unwrap(self.model), stage)
+        self.image_tokens = image_tokens
+        self.peak = peak_flops()
+        self._reset_meter()
+
+    def _reset_meter(self) -> None:
+        self.meter = {"real": 0, "slots": 0, "images": 0, "trained": 0, "flops": 0.0, "t0": time.perf_counter()}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        stats = inputs.pop("lmm_stats", None)
+        loss, n = loss_sum(model, inputs)
+        if "pixel_values" not in inputs:
+            loss = loss + touch_vision(_unwrap(model))
+        denom = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
+        loss = loss / denom
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes
+        if stats and model.training:
+            m = self.meter
+            m["real"] += stats["real_tokens"]
+            m["slots"] += stats["slots"]
+            m["images"] += stats["images"]
+            m["trained"] += n
+            patches = stats["images"] * (self.image_tokens + 1)
+            m["flops"] += self.flop_model.step(stats["real_tokens"], n, patches)
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        m = self.meter
+        elapsed = time.perf_counter() - m["t0"]
+        if m["real"] and elapsed > 0 and "loss" in logs:
+            world = self.args.world_size
+            logs["tokens_per_s"] = round(m["real"] * world / elapsed, 1)
+            logs["pad_share"] = round(1 - m["real"] / m["slots"], 4)
+            logs["image_token_share"] = round(m["images"] * self.image_tokens / m["real"], 4)
+            if self.peak:
+                logs["mfu"] = round(m["flops"] / elapsed / self.peak, 4)
+            self._reset_meter()
+        super().log(logs, start_time)
+
+
+def _unwrap(model):
+    while hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+class RichProgress(TrainerCallback):
+    """A rich progress bar with the latest loss and throughput (replaces the tqdm bar)."""
+
+    def __init__(self) -> None:
+        self.progress = None
+        self.task = None
+        self.last: dict[str, Any] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        if state.is_world_process_zero:
+            self.progress = Progress(TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                     console=console)
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.progress and logs and "loss" in logs:
+            self.last = {**logs, "step": state.global_step}
+            info = f"loss {logs['loss']:.4f}" + (f"  {logs['tokens_per_s']:,.0f} tok/s" if "tokens_per_s" in logs else "")
+            self.progress.update(self.task, info=info)
+            self.progress.console.print(
+                f"step {state.global_step}: " + "  ".join(f"{k} {_fmt(v)}" for k, v in logs.items()), highlight=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress:
+            self.progress.stop()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _manifest_hash(d: str) -> str:
+    return hashlib.sha256((Path(d) / MANIFEST).read_bytes()).hexdigest()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _single_process_env() -> None:
+    """Let DeepSpeed start without a launcher (one process) by filling the rendezvous variables."""
+    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
+        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))
+
+
+def _load_model(cfg, tokenizer, image_ids):
+    if cfg.init:
+        lmm = read_lmm_config(cfg.init)
+        model = load_checkpoint(cfg.init, cfg.attn)
+        return model, lmm
+    if cfg.stage == "stage2":
+        raise ConfigError("stage2 starts from a stage-1 checkpoint: pass --init STAGE1_OUT")
+    torch.manual_seed(cfg.seed)
+    return build_model(cfg, tokenizer, image_ids), None
+
+
+def read_lmm_config(path: str) -> dict:
+    p = Path(path) / LMM_CONFIG
+    if not p.is_file():
+        raise ConfigError(f"{path} is not a finished lmmtrain checkpoint (no {LMM_CONFIG}); "
+                          "give the output directory of a completed stage")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def _apply_lora(model, cfg):
+    from peft import LoraConfig, get_peft_model
+
+    lcfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)",
+                      modules_to_save=["multi_modal_projector"])
+    return get_peft_model(model, lcfg)
+
+
+def training_args(cfg) -> TrainingArguments:
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    if cfg.deepspeed:
+        if not Path(cfg.deepspeed).is_file():
+            raise ConfigError(f"DeepSpeed config {cfg.deepspeed} does not exist (see pipelines/deepspeed/)")
+        _single_process_env()
+    return TrainingArguments(
+        output_dir=cfg.out, per_device_train_batch_size=cfg.batch_rows, gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,
+        lr_scheduler_type=cfg.scheduler, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=bf16,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        deepspeed=cfg.deepspeed, seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
+        report_to=[] if cfg.report_to in ("none", "", None) else [cfg.report_to],
+        dataloader_num_workers=cfg.workers, remove_unused_columns=False, disable_tqdm=True,
+        dataloader_pin_memory=cuda,
+    )
+
+
+def run_stage(cfg) -> dict[str, Any]:
+    """Train one stage; return a summary (steps, losses, throughput, where the checkpoint is)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(cfg.out)
+    if cfg.stage not in ("stage1", "stage2"):
+        raise ConfigError(f"unknown stage {cfg.stage!r}")
+    if (out / LMM_CONFIG).exists() and not cfg.resume:
+        raise ConfigError(f"{out} already holds a finished checkpoint; choose another --out or delete it")
+    if cfg.layout not in ("auto", "flat", "rows"):
+        raise ConfigError(f"layout must be auto, flat or rows, not {cfg.layout!r}")
+    try:
+        manifest = check_compatible(list(cfg.data))
+        tokenizer = load_shard_tokenizer(cfg.data[0])
+        image_ids = special_ids_of(tokenizer)
+        model, parent = _load_model(cfg, tokenizer, image_ids)
+        if parent and parent["vocab_hash"] != manifest["tokenizer"]["vocab_hash"]:
+            raise ModelError(f"{cfg.init} was trained with another tokenizer than the shards in {cfg.data[0]} "
+                             "(vocab hash differs); re-pack the data with the checkpoint's tokenizer")
+        check_fits(model, tokenizer, manifest, cfg.data[0])
+    except (ModelError, ValueError, OSError) as e:
+        raise ConfigError(str(e)) from e
+    counts = freeze_for_stage(model, cfg.stage)
+    if getattr(cfg, "lora", False):
+        model = _apply_lora(model, cfg)
+        counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    processor = image_processor_for(cfg.init or cfg.vision, model.config.vision_config)
+    dataset = ShardDataset(list(cfg.data), processor)
+    attn = model.config._attn_implementation if hasattr(model.config, "_attn_implementation") else default_attn(cfg.attn)
+    layout = cfg.layout if cfg.layout != "auto" else ("flat" if attn == "flash_attention_2" else "rows")
+    args = training_args(cfg)
+    resume = get_last_checkpoint(cfg.out) if cfg.resume == "auto" else cfg.resume
+    if cfg.resume == "auto" and resume is None:
+        console.print(f"[yellow]--resume auto: no checkpoint in {cfg.out}; starting from step 0[/]")
+    console.print(f"[bold]{cfg.stage}[/]: {len(dataset)} rows from {len(cfg.data)} shard dir(s); "
+                  f"parameters vision {counts['vision']:,} projector {counts['projector']:,} lm {counts['lm']:,}; "
+                  f"trainable {counts['trainable']:,}; attention {attn}, layout {layout}, "
+                  f"{'DeepSpeed ' + Path(cfg.deepspeed).name if cfg.deepspeed else 'no DeepSpeed'}", highlight=False)
+    progress = RichProgress()
+    trainer = LmmTrainer(model=model, args=args, train_dataset=dataset, stage=cfg.stage,
+                         image_tokens=manifest["image_tokens"],
+                         data_collator=PackedCollator(tokenizer.pad_token_id, layout), callbacks=[progress])
+    trainer.remove_callback(PrinterCallback)  # the rich bar prints the logs
+    t0 = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    elapsed = time.perf_counter() - t0
+    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+    summary = {
+        "stage": cfg.stage, "out": str(out), "steps": trainer.state.global_step, "rows": len(dataset),
+        "train_loss": round(result.training_loss, 6), "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None, "seconds": round(elapsed, 1),
+        **{k: progress.last[k] for k in ("tokens_per_s", "pad_share", "image_token_share", "mfu") if k in progress.last},
+    }
+    save_final(trainer, cfg, tokenizer, processor, manifest, summary)
+    return summary
+
+
+def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, summary: dict) -> None:
+    """Model + tokenizer + image processor, then lmm_config.json (its presence marks a finished stage)."""
+    out = Path(cfg.out)
+    model = trainer.model
+    if getattr(cfg, "lora", False):
+        model = _unwrap(trainer.model_wrapped if trainer.is_deepspeed_enabled else model).merge_and_unload()
+        trainer.model = model
+    trainer.save_model(str(out))
+    if not trainer.is_world_process_zero():
+        return
+    tokenizer.save_pretrained(out)
+    processor.save_pretrained(out)
+    info = {
+        "format": CHECKPOINT_FORMAT, "version": 1, "stage": cfg.stage, "parent": cfg.init,
+        "trained": list(cfg.trains) if not getattr(cfg, "lora", False) else ["projector", "lm (LoRA, merged)"],
+        "template": manifest["template"]["name"], "image_tokens": manifest["image_tokens"],
+        "image_size": manifest.get("image_size"), "special_tokens": manifest["special_tokens"],
+        "vocab_hash": manifest["tokenizer"]["vocab_hash"], "tokenizer": manifest["tokenizer"]["name"],
+        "data": [{"dir": str(d), "manifest_sha256": _manifest_hash(d), "rows": read_manifest(d)["rows"]} for d in cfg.data],
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items()},
+        "summary": {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()},
+    }
+    tmp = out / f".{LMM_CONFIG}.tmp"
+    tmp.write_text(json.dumps(info, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, out / LMM_CONFIG)
