@@ -105,5 +105,31 @@ def stage2_cmd(
            layout=layout, report_to=report_to, workers=workers, lora=lora, lora_r=lora_r)
 
 
+@app.command("chat")
+def chat_cmd(
+    checkpoint: str = typer.Argument(..., help="Output directory of `lmmtrain stage1` or `stage2`."),
+    image: Optional[list[str]] = typer.Option(None, "--image", "-i", help="Image for the first message (repeatable)."),
+    prompt: Optional[list[str]] = typer.Option(None, "--prompt", "-p",
+                                               help="Ask these in turn and exit (repeatable); otherwise interactive."),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt."),
+    max_new_tokens: int = typer.Option(128, "--max-new-tokens", help="Longest answer in tokens."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [cuda when available]."),
+) -> None:
+    """Multi-turn chat; attach images with --image or `/image PATH` at any turn, or none for pure text."""
+    from .chat import ChatError, chat_loop, load_chat_model
+
+    try:
+        chat = load_chat_model(checkpoint, device=device)
+        answers = chat_loop(chat, images=image or [], prompts=prompt or [], system=system, max_new_tokens=max_new_tokens)
+    except (ChatError, ConfigError, ValueError, OSError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[dim]{len(answers)} answer(s)[/]")
+
+
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,7 @@ from lmmdata.stats import console
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
 from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
                     parameter_counts, special_ids_of)
-from .step import loss_sum, touch_vision
+from .step import add_blank_image, loss_sum
 
 LMM_CONFIG = "lmm_config.json"
 CHECKPOINT_FORMAT = "lmm-checkpoint"
@@ -73,8 +73,12 @@ class FlopModel:
 class LmmTrainer(Trainer):
     """HF Trainer with the packed loss and throughput logging."""
 
-    def __init__(self, *args, stage: str = "stage1", image_tokens: int = 0, **kwargs):
+    def __init__(self, *args, stage: str = "stage1", image_tokens: int = 0, special: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        special = special or {}
+        vc = _unwrap(self.model).config.vision_config
+        self.blank = dict(span=[special.get("im_start"), *[special.get("image")] * image_tokens, special.get("im_end")],
+                          image_size=vc.image_size, channels=vc.num_channels, pad_id=special.get("pad", 0))
         self.model_accepts_loss_kwargs = True  # our loss divides by the batch's trained-token count itself
         self.flop_model = FlopModel.of(_unwrap(self.model), stage)
         self.image_tokens = image_tokens
@@ -86,9 +90,9 @@ class LmmTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         stats = inputs.pop("lmm_stats", None)
-        loss, n = loss_sum(model, inputs)
         if "pixel_values" not in inputs:
-            loss = loss + touch_vision(_unwrap(model))
+            inputs = add_blank_image(inputs, **self.blank)
+        loss, n = loss_sum(model, inputs)
         denom = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
         loss = loss / denom
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -102,6 +106,19 @@ class LmmTrainer(Trainer):
             patches = stats["images"] * (self.image_tokens + 1)
             m["flops"] += self.flop_model.step(stats["real_tokens"], n, patches)
         return (loss, None) if return_outputs else loss
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Load a checkpoint-N's weights through `from_pretrained`.
+
+        transformers 5.24's Trainer loads the safetensors file with `load_state_dict(strict=False)`,
+        but VipLlava/Llava files are written in the legacy key layout (`language_model.model.*`),
+        so nothing matched and the resumed run silently restarted from the initial weights.
+        """
+        model = model or self.model
+        if self.is_deepspeed_enabled or hasattr(model, "peft_config"):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        loaded = type(model).from_pretrained(resume_from_checkpoint, dtype=next(model.parameters()).dtype)
+        model.load_state_dict(loaded.state_dict(), strict=True)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         m = self.meter
@@ -117,9 +134,12 @@ class LmmTrainer(Trainer):
         super().log(logs, start_time)
 
 
-def _unwrap(model):
+def _unwrap(model, peft: bool = True):
+    """The HF model inside DeepSpeed/DDP wrappers (and inside a PEFT wrapper unless `peft=False`)."""
     while hasattr(model, "module"):
         model = model.module
+    if peft and hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     return model
 
 
@@ -179,6 +199,19 @@ def _single_process_env() -> None:
                           MASTER_PORT=str(_free_port()))
 
 
+def _cpu_deepspeed_state() -> None:
+    """Several CPU processes under DeepSpeed (CI): give accelerate the gloo backend it would not pick itself.
+
+    Without it accelerate sees no backend on a CPU-only machine and treats every rank
+    as a world of one (each rank would read the whole dataset) while DeepSpeed itself
+    communicates across all ranks.
+    """
+    from accelerate import PartialState
+
+    os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+    PartialState(backend="gloo")
+
+
 def _load_model(cfg, tokenizer, image_ids):
     if cfg.init:
         lmm = read_lmm_config(cfg.init)
@@ -210,16 +243,20 @@ def _apply_lora(model, cfg):
 def training_args(cfg) -> TrainingArguments:
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    extra: dict[str, Any] = {}
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():
             raise ConfigError(f"DeepSpeed config {cfg.deepspeed} does not exist (see pipelines/deepspeed/)")
         _single_process_env()
-    return TrainingArguments(
+        if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            extra["accelerator_config"] = {"use_configured_state": True}
+            _cpu_deepspeed_state()
+    return TrainingArguments(**extra,
         output_dir=cfg.out, per_device_train_batch_size=cfg.batch_rows, gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, warmup_steps=cfg.warmup_ratio,
         lr_scheduler_type=cfg.scheduler, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm, bf16=bf16,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         deepspeed=cfg.deepspeed, seed=cfg.seed, data_seed=cfg.seed, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, logging_steps=cfg.logging_steps,
         report_to=[] if cfg.report_to in ("none", "", None) else [cfg.report_to],
@@ -230,6 +267,11 @@ def training_args(cfg) -> TrainingArguments:
 
 def run_stage(cfg) -> dict[str, Any]:
     """Train one stage; return a summary (steps, losses, throughput, where the checkpoint is)."""
+    return train_stage(cfg)[1]
+
+
+def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
+    """`run_stage`, also returning the trainer (its model is the one that was saved)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     out = Path(cfg.out)
@@ -268,7 +310,7 @@ def run_stage(cfg) -> dict[str, Any]:
                   f"{'DeepSpeed ' + Path(cfg.deepspeed).name if cfg.deepspeed else 'no DeepSpeed'}", highlight=False)
     progress = RichProgress()
     trainer = LmmTrainer(model=model, args=args, train_dataset=dataset, stage=cfg.stage,
-                         image_tokens=manifest["image_tokens"],
+                         image_tokens=manifest["image_tokens"], special=manifest["special_tokens"],
                          data_collator=PackedCollator(tokenizer.pad_token_id, layout), callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # the rich bar prints the logs
     t0 = time.perf_counter()
@@ -282,7 +324,7 @@ def run_stage(cfg) -> dict[str, Any]:
         **{k: progress.last[k] for k in ("tokens_per_s", "pad_share", "image_token_share", "mfu") if k in progress.last},
     }
     save_final(trainer, cfg, tokenizer, processor, manifest, summary)
-    return summary
+    return trainer, summary
 
 
 def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, summary: dict) -> None:
@@ -290,7 +332,7 @@ def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, s
     out = Path(cfg.out)
     model = trainer.model
     if getattr(cfg, "lora", False):
-        model = _unwrap(trainer.model_wrapped if trainer.is_deepspeed_enabled else model).merge_and_unload()
+        model = _unwrap(trainer.model_wrapped if trainer.is_deepspeed_enabled else model, peft=False).merge_and_unload()
         trainer.model = model
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
@@ -300,7 +342,7 @@ def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, s
     info = {
         "format": CHECKPOINT_FORMAT, "version": 1, "stage": cfg.stage, "parent": cfg.init,
         "trained": list(cfg.trains) if not getattr(cfg, "lora", False) else ["projector", "lm (LoRA, merged)"],
-        "template": manifest["template"]["name"], "image_tokens": manifest["image_tokens"],
+        "template": manifest["template"], "image_tokens": manifest["image_tokens"],
         "image_size": manifest.get("image_size"), "special_tokens": manifest["special_tokens"],
         "vocab_hash": manifest["tokenizer"]["vocab_hash"], "tokenizer": manifest["tokenizer"]["name"],
         "data": [{"dir": str(d), "manifest_sha256": _manifest_hash(d), "rows": read_manifest(d)["rows"]} for d in cfg.data],

@@ -1,0 +1,295 @@
+"""lmmtrain on the tiny preset, CPU: stages, isolation of packed samples, checkpoints, chat, resume."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import write_jsonl
+from lmmdata.config import ConfigError
+from lmmdata.pack import PackConfig, pack
+from lmmdata.shards import load_shard_tokenizer
+from lmmdata.stats import Stats
+from lmmtrain.config import Stage1Config, Stage2Config
+from lmmtrain.data import PackedCollator, ShardDataset, image_processor_for
+from lmmtrain.model import build_model, special_ids_of
+from lmmtrain.stages import LMM_CONFIG, train_stage
+from lmmtrain.step import loss_sum
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 16  # tiny preset: 64 px / patch 16
+
+
+def pack_records(records_file: Path, out: Path, tokenizer: Path, root: Path, image_tokens: int = N,
+                 template: str = "auto") -> Path:
+    cfg = PackConfig(inputs=[str(records_file)], out=str(out), tokenizer=str(tokenizer), image_root=str(root),
+                     image_tokens=image_tokens, image_size=64, template=template)
+    stats = Stats("pack", quiet=True)
+    pack(cfg, stats)
+    assert stats.n_skipped == 0, stats.skipped
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> Path:
+    """The demo's bundled sample (photos from scikit-image / scikit-learn)."""
+    sys.path.insert(0, str(ROOT / "pipelines" / "demo"))
+    from sample import build
+
+    return build(tmp_path_factory.mktemp("sample") / "data")
+
+
+@pytest.fixture(scope="session")
+def sample_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
+    return pack_records(sample_data, tmp_path_factory.mktemp("shards") / "sample", qwen_dir, sample_data.parent)
+
+
+@pytest.fixture(scope="session")
+def memo_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
+    """Four photos, each with one short answer to learn by heart (one packed row)."""
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    recs = [{"id": n, "image": f"images/{n}.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": f"This is the {n} photo."}]}
+        for n in names]
+    f = write_jsonl(tmp_path_factory.mktemp("memo") / "memo.jsonl", recs)
+    return pack_records(f, tmp_path_factory.mktemp("shards") / "memo", qwen_dir, sample_data.parent)
+
+
+def small(cfg_cls, **kw):
+    base = dict(workers=0, logging_steps=1, save_steps=1000, batch_rows=2)
+    return cfg_cls(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def stage1_run(sample_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "stage1"
+    trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3))
+    return out, trainer, summary
+
+
+def state(model, part: str) -> dict[str, torch.Tensor]:
+    inner = model.model
+    module = {"vision": inner.vision_tower, "projector": inner.multi_modal_projector, "lm": inner.language_model}[part]
+    sd = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    if part == "lm":
+        sd["lm_head"] = model.lm_head.weight.detach().clone()
+    return sd
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage1_trains_only_the_projector(stage1_run, sample_shards):
+    out, trainer, summary = stage1_run
+    tok = load_shard_tokenizer(sample_shards)
+    torch.manual_seed(42)  # run_stage seeds the preset's init with cfg.seed
+    initial = build_model(Stage1Config(), tok, special_ids_of(tok))
+    trained = trainer.model
+    assert same(state(initial, "vision"), state(trained, "vision"))
+    assert same(state(initial, "lm"), state(trained, "lm"))
+    assert not same(state(initial, "projector"), state(trained, "projector"))
+    assert summary["steps"] == 3
+    info = json.loads((out / LMM_CONFIG).read_text())
+    assert info["stage"] == "stage1" and info["image_tokens"] == N and info["trained"] == ["projector"]
+    assert info["data"][0]["manifest_sha256"] and info["special_tokens"]["image"] == trained.config.image_token_id
+    for f in ("tokenizer.json", "preprocessor_config.json", "model.safetensors", "config.json"):
+        assert (out / f).is_file()
+
+
+def test_checkpoint_reloads_in_native_class_with_identical_logits(stage1_run, sample_shards):
+    from transformers import VipLlavaForConditionalGeneration
+
+    out, trainer, _ = stage1_run
+    native = VipLlavaForConditionalGeneration.from_pretrained(out).eval()
+    model = trainer.model.eval()
+    ds = ShardDataset([str(sample_shards)], image_processor_for(str(out), native.config.vision_config))
+    b = PackedCollator(0, "rows")([ds[0]])
+    b.pop("lmm_stats")
+    with torch.no_grad():
+        a = model(**{k: b[k] for k in ("input_ids", "position_ids", "pixel_values")}, use_cache=False).logits
+        c = native(**{k: b[k] for k in ("input_ids", "position_ids", "pixel_values")}, use_cache=False).logits
+    assert torch.equal(a, c)
+
+
+def test_stage2_keeps_vision_and_trains_lm(stage1_run, sample_shards, tmp_path):
+    s1, s1_trainer, _ = stage1_run
+    trainer, summary = train_stage(small(Stage2Config, data=[str(sample_shards)], out=str(tmp_path / "s2"),
+                                         init=str(s1), max_steps=2, lr=1e-3))
+    before, after = s1_trainer.model, trainer.model
+    assert same(state(before, "vision"), state(after, "vision"))
+    assert not same(state(before, "lm"), state(after, "lm"))
+    assert not same(state(before, "projector"), state(after, "projector"))
+    info = json.loads((tmp_path / "s2" / LMM_CONFIG).read_text())
+    assert info["stage"] == "stage2" and info["parent"] == str(s1)
+
+
+def test_loss_falls_on_a_memorisable_set(stage1_run, memo_shards, tmp_path):
+    s1 = stage1_run[0]
+    _, summary = train_stage(small(Stage2Config, data=[str(memo_shards)], out=str(tmp_path / "memo"), init=str(s1),
+                                   max_steps=30, lr=1e-2, warmup_ratio=0.0, scheduler="constant", batch_rows=1))
+    assert summary["first_loss"] > 10
+    assert summary["last_loss"] < 0.3 * summary["first_loss"], summary
+
+
+@pytest.mark.parametrize("layout", ["rows", "flat"])
+def test_packed_batch_loss_equals_samples_one_by_one(sample_shards, layout):
+    tok = load_shard_tokenizer(sample_shards)
+    ids = special_ids_of(tok)
+    torch.manual_seed(0)
+    model = build_model(Stage1Config(), tok, ids).eval()
+    ds = ShardDataset([str(sample_shards)], image_processor_for(None, model.config.vision_config))
+    rows = [ds[i] for i in range(min(3, len(ds)))]
+    assert sum(len(r["seq_lens"]) for r in rows) > 6  # really packed
+    batch = PackedCollator(tok.pad_token_id, layout)(rows)
+    with torch.no_grad():
+        total, count = loss_sum(model, batch)
+        ref_sum, ref_count = 0.0, 0
+        for r in rows:
+            start = img = 0
+            for length in r["seq_lens"]:
+                x = r["input_ids"][start:start + length][None]
+                y = r["labels"][start:start + length][None]
+                k = int((x == ids["im_start"]).sum())
+                out = model(input_ids=x, labels=y, pixel_values=r["pixel_values"][img:img + k] if k else None)
+                n = int((y[:, 1:] != -100).sum())
+                if n:
+                    ref_sum += out.loss.double().item() * n  # transformers' own causal-LM loss (mean per sample)
+                    ref_count += n
+                start, img = start + length, img + k
+    assert count == ref_count
+    assert abs(total.item() / count - ref_sum / ref_count) < 1e-5
+
+
+def test_collator_isolates_samples_and_pads_as_own_block():
+    items = [{"input_ids": torch.tensor([5, 6, 7, 8, 9]), "labels": torch.tensor([5, 6, 7, 8, 9]), "seq_lens": [3, 2],
+              "n_images": 0},
+             {"input_ids": torch.tensor([1, 2]), "labels": torch.tensor([-100, 2]), "seq_lens": [2], "n_images": 0}]
+    rows = PackedCollator(0, "rows")(items)
+    assert rows["position_ids"].tolist() == [[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]
+    assert rows["labels"].tolist() == [[-100, 6, 7, -100, 9], [-100, 2, -100, -100, -100]]
+    assert rows["input_ids"].tolist() == [[5, 6, 7, 8, 9], [1, 2, 0, 0, 0]]
+    assert rows["lmm_stats"] == {"real_tokens": 7, "slots": 10, "rows": 2, "images": 0}
+    flat = PackedCollator(0, "flat")(items)
+    assert flat["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1]]
+    assert flat["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, 2]]
+
+
+def test_resume_continues_from_the_saved_step(sample_shards, tmp_path, monkeypatch):
+    base = dict(data=[str(sample_shards)], max_steps=4, save_steps=2, batch_rows=1, lr=1e-2)
+    full, _ = train_stage(small(Stage1Config, out=str(tmp_path / "a"), **base))
+    assert (tmp_path / "a" / "checkpoint-2").is_dir()
+    fetched = []
+    original = ShardDataset.__getitem__
+    monkeypatch.setattr(ShardDataset, "__getitem__", lambda self, i: fetched.append(i) or original(self, i))
+    resumed, summary = train_stage(small(Stage1Config, out=str(tmp_path / "b"), resume=str(tmp_path / "a" / "checkpoint-2"), **base))
+    assert len(fetched) == 2 and summary["steps"] == 4  # only steps 3 and 4 ran
+    ref = {h["step"]: h["loss"] for h in full.state.log_history if "loss" in h}
+    got = {h["step"]: h["loss"] for h in resumed.state.log_history if "loss" in h}
+    assert got[3] == pytest.approx(ref[3], abs=1e-6) and got[4] == pytest.approx(ref[4], abs=1e-6)  # same rows, same order
+    for k, v in state(full.model, "projector").items():
+        assert torch.allclose(v, state(resumed.model, "projector")[k], atol=1e-6)
+
+
+def test_mismatched_shards_are_refused(sample_data, qwen_dir, llama_dir, stage1_run, tmp_path):
+    wrong_n = pack_records(sample_data, tmp_path / "n9", qwen_dir, sample_data.parent, image_tokens=9)
+    with pytest.raises(ConfigError, match=r"9 image tokens per image .* gives 16 .*--image-tokens 16"):
+        train_stage(small(Stage1Config, data=[str(wrong_n)], out=str(tmp_path / "x")))
+    with pytest.raises(ConfigError, match="--init"):
+        train_stage(small(Stage2Config, data=[str(wrong_n)], out=str(tmp_path / "y")))
+    other_tok = pack_records(sample_data, tmp_path / "llama", llama_dir, sample_data.parent, template="llama3")
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        train_stage(small(Stage2Config, data=[str(other_tok)], out=str(tmp_path / "z"), init=str(stage1_run[0])))
+    with pytest.raises(ConfigError, match="already holds a finished checkpoint"):
+        train_stage(small(Stage1Config, data=[str(wrong_n)], out=str(stage1_run[0])))
+
+
+def test_lora_stage2_saves_a_merged_native_checkpoint(stage1_run, sample_shards, tmp_path):
+    from transformers import VipLlavaForConditionalGeneration
+
+    s1, s1_trainer, _ = stage1_run
+    out = tmp_path / "lora"
+    trainer, _ = train_stage(small(Stage2Config, data=[str(sample_shards)], out=str(out), init=str(s1), max_steps=2,
+                                   lr=1e-2, lora=True, lora_r=4))
+    native = VipLlavaForConditionalGeneration.from_pretrained(out)
+    assert same(state(s1_trainer.model, "vision"), state(native, "vision"))
+    assert not same(state(s1_trainer.model, "lm"), state(native, "lm"))  # LoRA deltas merged in
+    assert not same(state(s1_trainer.model, "projector"), state(native, "projector"))
+
+
+def test_deepspeed_zero2_single_process_on_cpu(stage1_run, sample_shards, tmp_path):
+    out = tmp_path / "ds"
+    _, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=2,
+                                   deepspeed=str(ROOT / "pipelines" / "deepspeed" / "zero2.json")))
+    assert summary["steps"] == 2 and (out / LMM_CONFIG).is_file()
+
+
+def test_zero3_two_ranks_with_and_without_images_does_not_hang(sample_data, qwen_dir, tmp_path):
+    """Rank batches differ in having images; every rank still runs the tower (no hang, rows split without overlap)."""
+    recs = [{"id": f"t{i}", "conversations": [{"from": "human", "value": f"Count to {i}."},
+                                               {"from": "gpt", "value": " ".join(str(j) for j in range(i))}]}
+            for i in range(3, 7)]
+    recs += [{"id": "img", "image": "images/coffee.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Coffee."}]}]
+    text = pack_records(write_jsonl(tmp_path / "text.jsonl", recs[:4]), tmp_path / "text", qwen_dir, sample_data.parent)
+    image = pack_records(write_jsonl(tmp_path / "img.jsonl", recs[4:]), tmp_path / "img", qwen_dir, sample_data.parent)
+    log = tmp_path / "ranks.json"
+    from lmmtrain.stages import _free_port
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+           str(ROOT / "tests" / "dist_train.py"), str(text), str(image), str(tmp_path / "out"), str(log)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    seen = json.loads(log.read_text())
+    per_rank = [sorted({r for step in rank for r in step}) for rank in seen.values()]
+    assert sorted(per_rank) == [[0], [1]]  # row 0 (text only) on one rank, row 1 (image) on the other
+    assert (tmp_path / "out" / LMM_CONFIG).is_file()
+
+
+def test_stage_cli_and_chat(stage1_run, sample_data, tmp_path):
+    s1 = stage1_run[0]
+    img = sample_data.parent / "images"
+    cmd = [sys.executable, "-m", "lmmtrain.cli", "chat", str(s1), "--max-new-tokens", "4",
+           "-i", str(img / "astronaut.jpg"), "-p", "What is this?", "-p", f"/image {img / 'coffee.jpg'}",
+           "-p", f"/image {img / 'rocket.jpg'}", "-p", "Compare these two.", "-p", "Now plain text."]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("assistant:") == 3 and "3 answer(s)" in proc.stderr
+    assert "you [1 image(s)]: What is this?" in proc.stdout and "you [2 image(s)]: Compare" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "lmmtrain.cli", "stage2", "-d", str(tmp_path), "-o", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert bad.returncode == 1 and "manifest" in bad.stderr
+
+
+def test_generate_with_0_1_2_images_and_multi_turn(stage1_run, sample_data):
+    from PIL import Image
+
+    from lmmtrain.chat import ChatError, generate, load_chat_model, normalise
+
+    chat = load_chat_model(stage1_run[0], device="cpu")
+    img = sample_data.parent / "images"
+    a, b = Image.open(img / "astronaut.jpg"), Image.open(img / "coffee.jpg")
+    for images in ([], [a], [a, b]):
+        answer = generate(chat, [{"role": "user", "content": "Describe."}], images, max_new_tokens=3)
+        assert isinstance(answer, str)
+    turns = [{"role": "user", "content": "<image>\nWhat is it?"}, {"role": "assistant", "content": "A photo."},
+             {"role": "user", "content": "And this one? <image>"}]
+    ids, _, n = chat.template.encode(chat.template.render(normalise(turns, 2), add_generation_prompt=True))
+    assert n == 2 and ids.count(chat.model.config.image_token_id) == 2 * N
+    assert isinstance(generate(chat, turns, [a, b], max_new_tokens=3), str)
+    # the images reach the model: the next-token distribution depends on them
+    with torch.no_grad():
+        def logits(im):
+            px = chat.image_processor(images=[im.convert("RGB")], return_tensors="pt")["pixel_values"]
+            x = torch.tensor([chat.template.encode(chat.template.render(normalise(turns[:1], 1), True))[0]])
+            return chat.model(input_ids=x, pixel_values=px).logits[0, -1]
+        assert not torch.allclose(logits(a), logits(b))
+    with pytest.raises(ChatError, match="2 <image> placeholder"):
+        generate(chat, turns, [a])
+    with pytest.raises(ChatError, match="unknown role"):
+        generate(chat, [{"role": "robot", "content": "hi"}])
