@@ -61,7 +61,12 @@ class PackConfig:
 
 
 def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
-    """N = (image_size / patch_size)^2 from a CLIP/SigLIP vision config (CLS not counted)."""
+    """N from a CLIP/SigLIP vision config: (image_size / patch_size)^2 for CLIP (CLS not counted).
+
+    SigLIP has no CLS token, but lmmtrain's default VipLlava projector drops the first
+    vision token anyway, so N is one less there (with `--projector mlp2x_gelu` pass
+    `--image-tokens` explicitly).
+    """
     from transformers import AutoConfig
 
     path = Path(spec)
@@ -73,11 +78,13 @@ def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
             c = AutoConfig.from_pretrained(spec, local_files_only=True)
             cfg = getattr(c, "vision_config", c).to_dict()
         size, patch = int(cfg["image_size"]), int(cfg["patch_size"])
+        siglip = str(cfg.get("model_type", "")).startswith("siglip")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"--vision {spec}: cannot read image_size and patch_size from it ({e})") from None
     if size % patch:
         raise ConfigError(f"--vision {spec}: image_size {size} is not a multiple of patch_size {patch}")
-    return (size // patch) ** 2, {"image_size": size, "patch_size": patch, "source": spec}
+    n = (size // patch) ** 2 - (1 if siglip else 0)
+    return n, {"image_size": size, "patch_size": patch, "source": spec, "drops_first_patch": siglip}
 
 
 def _check(cfg: PackConfig) -> tuple[int, dict | None]:

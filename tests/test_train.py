@@ -293,3 +293,23 @@ def test_generate_with_0_1_2_images_and_multi_turn(stage1_run, sample_data):
         generate(chat, turns, [a])
     with pytest.raises(ChatError, match="unknown role"):
         generate(chat, [{"role": "robot", "content": "hi"}])
+
+
+def test_siglip_token_count_agrees_between_pack_and_model(tmp_path):
+    """VipLlava drops the first vision token; SigLIP has no CLS, so pack must count patches - 1."""
+    from transformers import Qwen2Config, SiglipVisionConfig, VipLlavaConfig, VipLlavaForConditionalGeneration
+
+    from lmmdata.pack import image_tokens_from_vision
+    from lmmtrain.model import image_tokens_for
+
+    vc = SiglipVisionConfig(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=4)
+    (tmp_path / "vision.json").write_text(json.dumps(vc.to_dict()))
+    n, info = image_tokens_from_vision(str(tmp_path / "vision.json"))
+    assert n == image_tokens_for(vc) == 15 and info["drops_first_patch"]
+    model = VipLlavaForConditionalGeneration(VipLlavaConfig(
+        vision_config=vc, text_config=Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                                  num_key_value_heads=2, intermediate_size=64),
+        image_token_id=63, vision_feature_layer=-2))
+    feats = model.get_image_features(pixel_values=torch.zeros(1, 3, 32, 32)).pooler_output
+    assert feats.shape[1] == n
