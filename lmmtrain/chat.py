@@ -99,8 +99,8 @@ def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
 
 @torch.no_grad()
 def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), max_new_tokens: int = 128,
-             do_sample: bool = False, **generate_kwargs) -> str:
-    """The assistant's next answer to `messages`, with `images` in placeholder order."""
+             do_sample: bool = False, min_new_tokens: int = 1, **generate_kwargs) -> str:
+    """The assistant's next answer to `messages`, with `images` in placeholder order (greedy by default)."""
     msgs = normalise(messages, len(images))
     ids, _, n = chat.template.encode(chat.template.render(msgs, add_generation_prompt=True))
     inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=chat.device)}
@@ -109,7 +109,7 @@ def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), m
         pixels = chat.image_processor(images=[_as_pil(im) for im in images], return_tensors="pt")["pixel_values"]
         inputs["pixel_values"] = pixels.to(chat.device, next(chat.model.parameters()).dtype)
     out = chat.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                              eos_token_id=chat.end_ids, pad_token_id=chat.tokenizer.pad_token_id, **generate_kwargs)
+                              min_new_tokens=min_new_tokens, eos_token_id=chat.end_ids, pad_token_id=chat.tokenizer.pad_token_id, **generate_kwargs)
     return chat.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
 
