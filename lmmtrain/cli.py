@@ -5,6 +5,7 @@ Exit codes: 0 done, 1 a bad setting or input (the message says how to fix it), 2
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import typer
@@ -27,6 +28,10 @@ def _stage(cls, config, **flags) -> None:
     except ConfigError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1)
+    finally:
+        _end_distributed()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     save_beside(cfg.out, cfg, summary)
     t = Table(title=f"lmmtrain {cfg.stage}: summary", title_justify="left")
     t.add_column("what")
@@ -35,6 +40,15 @@ def _stage(cls, config, **flags) -> None:
         t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
     console.print(t)
     console.print(f"checkpoint: [bold]{cfg.out}[/]  (chat: lmmtrain chat {cfg.out})", highlight=False)
+
+
+def _end_distributed() -> None:
+    """Leave the process group cleanly (an open gloo/NCCL group can abort the interpreter at exit)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 # Options shared by both stages; None = not given (the YAML file or the default applies).
@@ -125,6 +139,42 @@ def chat_cmd(
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(1)
     console.print(f"[dim]{len(answers)} answer(s)[/]")
+
+
+@app.command("eval-pope")
+def eval_pope_cmd(
+    checkpoint: str = typer.Argument(..., help="Output directory of `lmmtrain stage1` or `stage2`."),
+    data: str = typer.Option(..., "--data", help="Held-out LLaVA records (one image + a caption-like answer)."),
+    image_root: Optional[str] = typer.Option(None, "--image-root", help="Where the images are [the records' folder]."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Write every question, answer and verdict (JSONL)."),
+    per_record: int = typer.Option(1, "--per-record", help="Mismatched questions per record (matched ones balance them)."),
+    hard: bool = typer.Option(False, "--hard", help="Lexically close mismatched captions (POPE's adversarial flavour)."),
+    seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most this many questions."),
+    device: Optional[str] = typer.Option(None, "--device"),
+) -> None:
+    """POPE-style yes/no hallucination check: accuracy, precision, recall, F1, yes-ratio."""
+    import json
+
+    from rich.table import Table
+
+    from .chat import ChatError
+    from .pope import PopeConfig, eval_pope
+
+    cfg = PopeConfig(checkpoint=checkpoint, data=data, image_root=image_root, out=out, per_record=per_record,
+                     hard=hard, seed=seed, limit=limit, device=device)
+    try:
+        scores = eval_pope(cfg)
+    except (ChatError, ConfigError, ValueError, OSError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(1)
+    t = Table(title="lmmtrain eval-pope: summary", title_justify="left")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for k, v in scores.items():
+        t.add_row(k, f"{v:.4f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    print(json.dumps(scores))
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from lmmdata.stats import console
 
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
 from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
-                    parameter_counts, special_ids_of)
+                    special_ids_of)
 from .step import add_blank_image, loss_sum
 
 LMM_CONFIG = "lmm_config.json"

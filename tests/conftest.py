@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+N = 16  # image tokens of the tiny preset: 64 px / patch 16
 
 
 def llava(i: int, image: str | None = None, caption: str | None = None, **extra) -> dict:
@@ -68,3 +72,46 @@ def llama_dir(tmp_path_factory) -> Path:
     from tiny_tok import build_llama_tokenizer
 
     return build_llama_tokenizer(tmp_path_factory.mktemp("tok") / "tiny-llama")
+
+
+def pack_records(records_file: Path, out: Path, tokenizer: Path, root: Path, image_tokens: int = N,
+                 template: str = "auto") -> Path:
+    from lmmdata.pack import PackConfig, pack
+    from lmmdata.stats import Stats
+
+    cfg = PackConfig(inputs=[str(records_file)], out=str(out), tokenizer=str(tokenizer), image_root=str(root),
+                     image_tokens=image_tokens, image_size=64, template=template)
+    stats = Stats("pack", quiet=True)
+    pack(cfg, stats)
+    assert stats.n_skipped == 0, stats.skipped
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_data(tmp_path_factory) -> Path:
+    """The demo's bundled sample (photos from scikit-image / scikit-learn)."""
+    sys.path.insert(0, str(ROOT / "pipelines" / "demo"))
+    from sample import build
+
+    return build(tmp_path_factory.mktemp("sample") / "data")
+
+
+@pytest.fixture(scope="session")
+def sample_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
+    return pack_records(sample_data, tmp_path_factory.mktemp("shards") / "sample", qwen_dir, sample_data.parent)
+
+
+def small(cfg_cls, **kw):
+    base = dict(workers=0, logging_steps=1, save_steps=1000, batch_rows=2)
+    return cfg_cls(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def stage1_run(sample_shards, tmp_path_factory):
+    """A 3-step stage-1 checkpoint on the sample shards: (out dir, trainer, summary)."""
+    from lmmtrain.config import Stage1Config
+    from lmmtrain.stages import train_stage
+
+    out = tmp_path_factory.mktemp("runs") / "stage1"
+    trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3))
+    return out, trainer, summary

@@ -32,3 +32,5 @@ gathered = [None] * dist.get_world_size()
 dist.all_gather_object(gathered, seen)
 if dist.get_rank() == 0:
     Path(log).write_text(json.dumps({str(r): s for r, s in enumerate(gathered)}))
+dist.barrier()
+dist.destroy_process_group()

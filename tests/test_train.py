@@ -10,43 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import write_jsonl
+from conftest import N, ROOT, pack_records, small, write_jsonl
 from lmmdata.config import ConfigError
-from lmmdata.pack import PackConfig, pack
 from lmmdata.shards import load_shard_tokenizer
-from lmmdata.stats import Stats
 from lmmtrain.config import Stage1Config, Stage2Config
 from lmmtrain.data import PackedCollator, ShardDataset, image_processor_for
 from lmmtrain.model import build_model, special_ids_of
 from lmmtrain.stages import LMM_CONFIG, train_stage
 from lmmtrain.step import loss_sum
 
-ROOT = Path(__file__).resolve().parent.parent
-N = 16  # tiny preset: 64 px / patch 16
 
-
-def pack_records(records_file: Path, out: Path, tokenizer: Path, root: Path, image_tokens: int = N,
-                 template: str = "auto") -> Path:
-    cfg = PackConfig(inputs=[str(records_file)], out=str(out), tokenizer=str(tokenizer), image_root=str(root),
-                     image_tokens=image_tokens, image_size=64, template=template)
-    stats = Stats("pack", quiet=True)
-    pack(cfg, stats)
-    assert stats.n_skipped == 0, stats.skipped
-    return out
-
-
-@pytest.fixture(scope="session")
-def sample_data(tmp_path_factory) -> Path:
-    """The demo's bundled sample (photos from scikit-image / scikit-learn)."""
-    sys.path.insert(0, str(ROOT / "pipelines" / "demo"))
-    from sample import build
-
-    return build(tmp_path_factory.mktemp("sample") / "data")
-
-
-@pytest.fixture(scope="session")
-def sample_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
-    return pack_records(sample_data, tmp_path_factory.mktemp("shards") / "sample", qwen_dir, sample_data.parent)
 
 
 @pytest.fixture(scope="session")
@@ -58,18 +31,6 @@ def memo_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
         for n in names]
     f = write_jsonl(tmp_path_factory.mktemp("memo") / "memo.jsonl", recs)
     return pack_records(f, tmp_path_factory.mktemp("shards") / "memo", qwen_dir, sample_data.parent)
-
-
-def small(cfg_cls, **kw):
-    base = dict(workers=0, logging_steps=1, save_steps=1000, batch_rows=2)
-    return cfg_cls(**{**base, **kw})
-
-
-@pytest.fixture(scope="session")
-def stage1_run(sample_shards, tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "stage1"
-    trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3))
-    return out, trainer, summary
 
 
 def state(model, part: str) -> dict[str, torch.Tensor]:
