@@ -279,6 +279,10 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
         raise ConfigError(f"unknown stage {cfg.stage!r}")
     if (out / LMM_CONFIG).exists() and not cfg.resume:
         raise ConfigError(f"{out} already holds a finished checkpoint; choose another --out or delete it")
+    if getattr(cfg, "lora", False) and cfg.deepspeed and Path(cfg.deepspeed).is_file() and \
+            json.loads(Path(cfg.deepspeed).read_text()).get("zero_optimization", {}).get("stage") == 3:
+        raise ConfigError("--lora merges the adapters into whole weights at the end; use ZeRO-2 "
+                          "(pipelines/deepspeed/zero2.json): LoRA leaves little optimizer state to partition anyway")
     if cfg.layout not in ("auto", "flat", "rows"):
         raise ConfigError(f"layout must be auto, flat or rows, not {cfg.layout!r}")
     try:
