@@ -32,9 +32,20 @@ GOAL = 0.995
 
 
 def upper_bound(lengths: list[int], cap: int) -> float:
-    """No packing beats this: at most one sample > cap/2 and at most two > cap/3 per row."""
-    rows = max(math.ceil(sum(lengths) / cap), sum(x > cap / 2 for x in lengths),
-               math.ceil(sum(x > cap / 3 for x in lengths) / 2))
+    """No packing that keeps samples whole beats this fill.
+
+    A row holds at most two samples longer than cap/3, and two only if they fit
+    together; the fewest rows for those long samples is their count minus a maximum
+    matching of fitting pairs (sort, pair smallest with the largest that fits). The
+    bound then lets every shorter sample flow into the gaps like a liquid.
+    """
+    big = sorted(x for x in lengths if x > cap / 3)
+    i, j, pairs = 0, len(big) - 1, 0
+    while i < j:
+        if big[i] + big[j] <= cap:
+            pairs, i = pairs + 1, i + 1
+        j -= 1
+    rows = max(math.ceil(sum(lengths) / cap), len(big) - pairs)
     return sum(lengths) / (rows * cap) if rows else 1.0
 
 

@@ -243,6 +243,8 @@ def _apply_lora(model, cfg):
 def training_args(cfg) -> TrainingArguments:
     cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else bool(cuda and torch.cuda.is_bf16_supported())
+    if bf16 and not (cuda and torch.cuda.is_bf16_supported()):
+        raise ConfigError("--bf16 needs a GPU with bf16 support; leave it unset (auto) or pass --no-bf16 here")
     extra: dict[str, Any] = {}
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():

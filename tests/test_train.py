@@ -274,3 +274,12 @@ def test_siglip_token_count_agrees_between_pack_and_model(tmp_path):
         image_token_id=63, vision_feature_layer=-2))
     feats = model.get_image_features(pixel_values=torch.zeros(1, 3, 32, 32)).pooler_output
     assert feats.shape[1] == n
+
+
+def test_gradient_checkpointing_gives_the_same_losses(stage1_run, sample_shards, tmp_path):
+    losses = []
+    for gc in (False, True):
+        trainer, _ = train_stage(small(Stage2Config, data=[str(sample_shards)], out=str(tmp_path / f"gc{gc}"),
+                                       init=str(stage1_run[0]), max_steps=2, lr=1e-3, gradient_checkpointing=gc))
+        losses.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5) and len(losses[0]) == 2
