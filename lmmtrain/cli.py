@@ -87,6 +87,9 @@ def stage1_cmd(
     logging_steps: Optional[int] = LogOpt, seed: Optional[int] = SeedOpt, gradient_checkpointing: Optional[bool] = GcOpt,
     bf16: Optional[bool] = Bf16Opt, attn: Optional[str] = AttnOpt, layout: Optional[str] = LayoutOpt,
     report_to: Optional[str] = ReportOpt, workers: Optional[int] = WorkersOpt,
+    train_image_token_embeddings: Optional[bool] = typer.Option(
+        None, "--train-image-token-embeddings/--no-train-image-token-embeddings",
+        help="Also train the input-embedding rows of <im_start>/<image>/<im_end> (the rest of the LM stays frozen)."),
 ) -> None:
     """Stage 1: train the projector only (vision tower and LM frozen)."""
     from .config import Stage1Config
@@ -95,7 +98,7 @@ def stage1_cmd(
            init=init, lr=lr, epochs=epochs, max_steps=max_steps, batch_rows=batch_rows, grad_accum=grad_accum,
            deepspeed=deepspeed, resume=resume, save_steps=save_steps, logging_steps=logging_steps, seed=seed,
            gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn=attn, layout=layout, report_to=report_to,
-           workers=workers)
+           workers=workers, train_image_token_embeddings=train_image_token_embeddings)
 
 
 @app.command("stage2")

@@ -57,6 +57,7 @@ class Stage1Config(StageConfig):
 
     out: str = "runs/stage1"
     lr: float = 1e-3
+    train_image_token_embeddings: bool = False  # also train the <im_start>/<image>/<im_end> input-embedding rows
 
     stage: ClassVar[str] = "stage1"
     trains: ClassVar[tuple[str, ...]] = ("projector",)

@@ -221,6 +221,20 @@ def freeze_for_stage(model, stage: str) -> dict[str, int]:
     return parameter_counts(model)
 
 
+def train_token_rows(model, ids: list[int]) -> None:
+    """Let only the input-embedding rows of `ids` train (stage 1 with `<im_start>`/`<im_end>`).
+
+    The embedding matrix gets gradients, masked to those rows by a hook; with Adam and
+    no weight decay the other rows then get exactly zero updates (LLaVA trains the
+    embeddings when it adds image start/end tokens; this trains only the new ones).
+    """
+    weight = model.get_input_embeddings().weight
+    mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
+    mask[ids] = 1
+    weight.requires_grad_(True)
+    weight.register_hook(lambda grad: grad * mask.to(grad.dtype))
+
+
 def parameter_counts(model) -> dict[str, int]:
     count = lambda m, trainable=False: sum(p.numel() for p in m.parameters() if p.requires_grad or not trainable)  # noqa: E731
     return {"vision": count(model.model.vision_tower), "projector": count(model.model.multi_modal_projector),

@@ -28,7 +28,7 @@ from lmmdata.stats import console
 
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
 from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
-                    special_ids_of)
+                    special_ids_of, train_token_rows)
 from .step import add_blank_image, loss_sum
 
 LMM_CONFIG = "lmm_config.json"
@@ -299,6 +299,13 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
     except (ModelError, ValueError, OSError) as e:
         raise ConfigError(str(e)) from e
     counts = freeze_for_stage(model, cfg.stage)
+    if getattr(cfg, "train_image_token_embeddings", False):
+        if cfg.weight_decay:
+            raise ConfigError("train_image_token_embeddings needs weight_decay 0 (decay would move every embedding row)")
+        if cfg.deepspeed and json.loads(Path(cfg.deepspeed).read_text()).get("zero_optimization", {}).get("stage") == 3:
+            raise ConfigError("train_image_token_embeddings masks gradients of the whole embedding; use ZeRO-2")
+        train_token_rows(model, list(image_ids.values()))
+        counts["trainable"] += len(image_ids) * model.get_input_embeddings().weight.shape[1]
     if getattr(cfg, "lora", False):
         model = _apply_lora(model, cfg)
         counts["trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -283,3 +283,19 @@ def test_gradient_checkpointing_gives_the_same_losses(stage1_run, sample_shards,
                                        init=str(stage1_run[0]), max_steps=2, lr=1e-3, gradient_checkpointing=gc))
         losses.append([h["loss"] for h in trainer.state.log_history if "loss" in h])
     assert losses[0] == pytest.approx(losses[1], abs=1e-5) and len(losses[0]) == 2
+
+
+def test_stage1_can_train_only_the_image_token_embedding_rows(sample_shards, tmp_path):
+    tok = load_shard_tokenizer(sample_shards)
+    ids = special_ids_of(tok)
+    torch.manual_seed(42)
+    initial = build_model(Stage1Config(), tok, ids)
+    trainer, _ = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(tmp_path / "e"), max_steps=2,
+                                   lr=1e-2, train_image_token_embeddings=True))
+    before, after = initial.get_input_embeddings().weight, trainer.model.get_input_embeddings().weight
+    changed = sorted(torch.nonzero((before != after).any(1)).flatten().tolist())
+    assert changed and set(changed) <= {ids["im_start"], ids["im_end"]}  # <image> rows are replaced by features
+    assert ids["im_start"] in changed
+    rest = {k: v for k, v in state(initial, "lm").items() if k != "embed_tokens.weight"}
+    assert same(rest, {k: v for k, v in state(trainer.model, "lm").items() if k != "embed_tokens.weight"})
+    assert same(state(initial, "vision"), state(trainer.model, "vision"))
