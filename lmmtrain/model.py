@@ -94,6 +94,7 @@ def build_model(cfg, tokenizer, image_ids: dict[str, int], dtype: torch.dtype = 
         raise ModelError("give both `vision` and `lm` (or neither, to use a preset)")
     if pretrained:
         vision_config = vision_config_of(cfg.vision)
+        _check_lm_tokenizer(cfg.lm, tokenizer)
         lm = _load_lm(cfg.lm, dtype)
         text_config = lm.config
     else:
@@ -125,6 +126,20 @@ def build_model(cfg, tokenizer, image_ids: dict[str, int], dtype: torch.dtype = 
         init_new_rows(model, [image_ids["im_start"], image_ids["image"], image_ids["im_end"]],
                       min(base_vocab, min(image_ids.values())))
     return model
+
+
+def _check_lm_tokenizer(lm: str, shard_tokenizer) -> None:
+    """The LM's own tokenizer (when it ships one) must give the shards' ids."""
+    from lmmdata.tokenizer import TokenizerError, add_image_tokens, load_tokenizer, vocab_hash
+
+    try:
+        own = load_tokenizer(lm)
+    except TokenizerError:
+        return  # no tokenizer next to the weights: nothing to compare against
+    add_image_tokens(own)
+    if vocab_hash(own) != vocab_hash(shard_tokenizer):
+        raise ModelError(f"the shards were packed with tokenizer {shard_tokenizer.name_or_path!r}, whose vocabulary "
+                         f"differs from LM {lm!r}'s own; re-pack with `lmmdata pack --tokenizer {lm}`")
 
 
 def _load_lm(path: str, dtype: torch.dtype):

@@ -299,3 +299,46 @@ def test_stage1_can_train_only_the_image_token_embedding_rows(sample_shards, tmp
     rest = {k: v for k, v in state(initial, "lm").items() if k != "embed_tokens.weight"}
     assert same(rest, {k: v for k, v in state(trainer.model, "lm").items() if k != "embed_tokens.weight"})
     assert same(state(initial, "vision"), state(trainer.model, "vision"))
+
+
+@pytest.fixture(scope="module")
+def pretrained_parts(qwen_dir, llama_dir, tmp_path_factory):
+    """A 'downloaded' CLIP model and Qwen2 LM (tiny, random) in local dirs, the LM with Qwen2.5's tokenizer."""
+    from transformers import AutoTokenizer, CLIPConfig, CLIPModel, Qwen2Config, Qwen2ForCausalLM
+
+    root = tmp_path_factory.mktemp("hub")
+    torch.manual_seed(1)
+    clip = CLIPModel(CLIPConfig(
+        vision_config=dict(image_size=64, patch_size=16, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4), text_config=dict(hidden_size=32, intermediate_size=64,
+                                                                     num_hidden_layers=1, num_attention_heads=4),
+        projection_dim=16))
+    clip.save_pretrained(root / "clip")
+    lm = Qwen2ForCausalLM(Qwen2Config(vocab_size=151665, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                      num_attention_heads=4, num_key_value_heads=2))
+    lm.save_pretrained(root / "qwen")
+    AutoTokenizer.from_pretrained(qwen_dir).save_pretrained(root / "qwen")
+    lm.save_pretrained(root / "other")
+    AutoTokenizer.from_pretrained(llama_dir).save_pretrained(root / "other")
+    return root, clip, lm
+
+
+def test_stage1_from_pretrained_vision_and_lm(pretrained_parts, sample_shards, tmp_path):
+    root, clip, lm = pretrained_parts
+    trainer, _ = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(tmp_path / "p"), max_steps=1,
+                                   vision=str(root / "clip"), lm=str(root / "qwen")))
+    model = trainer.model
+    tower = model.model.vision_tower.state_dict()
+    for k, v in clip.vision_model.state_dict().items():
+        assert torch.equal(tower.get(k, tower.get(f"vision_model.{k}")), v), k
+    emb = model.get_input_embeddings().weight
+    assert emb.shape[0] == 151668  # resized for the three image tokens
+    assert torch.equal(emb[:151665], lm.get_input_embeddings().weight)
+    assert torch.equal(model.lm_head.weight[:151665], lm.lm_head.weight)
+    layer = model.model.language_model.layers[0].self_attn.q_proj.weight
+    assert torch.equal(layer, lm.model.layers[0].self_attn.q_proj.weight)
+    mean = lm.get_input_embeddings().weight.mean(0)
+    assert (emb[151665:] - mean).abs().max() < 0.05  # new rows start near the mean embedding
+    with pytest.raises(ConfigError, match="re-pack with `lmmdata pack --tokenizer"):
+        train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(tmp_path / "q"), max_steps=1,
+                          vision=str(root / "clip"), lm=str(root / "other")))
