@@ -55,6 +55,16 @@ NO = {
         "这段描述不准确。图片真正展示的是：{real}。",
     ],
 }
+# The first answer is a caption only when the first question asks for a description: the
+# LLaVA-Pretrain / LLaVA-Instruct "detail" prompts and their Chinese translations. An answer to
+# "What is the man holding?" is not a description of the image.
+DESCRIBE = re.compile(
+    r"describ|descript|caption|summar|explain|explanation|interpret|depict|portray|narrat|rundown|"
+    r"analy[sz]e the image|account of|characteri[sz]e|illustrate the image|walk through|break down|"
+    r"what (?:is|'s|are) (?:in|shown in|happening in) (?:this|the) (?:image|picture|photo)|what do you see|"
+    r"描述|描绘|描写|说明|概括|总结|解释|解说|介绍|叙述|讲述|标题|图中有什么|图片中有什么|图片里有什么|画面中有什么",
+    re.IGNORECASE,
+)
 YES = {
     "en": [
         "Yes, the description matches the image: it shows {real}.",
@@ -83,6 +93,7 @@ class NegativesConfig:
     seed: int = 0
     only_new: bool = False  # write only generated records (default: input records + generated)
     caption_key: str | None = None  # take the caption from this key instead of the first answer
+    any_first_answer: bool = False  # first answer is a caption even when the question does not ask to describe
     min_caption_chars: int = 15  # shorter first answers (VQA "Yes", "Red") are not captions
     rejects: str | None = None
 
@@ -115,7 +126,11 @@ def _caption_of(rec: dict, cfg: NegativesConfig) -> str | None:
     if cfg.caption_key:
         cap = rec.get(cfg.caption_key)
     else:
-        cap = next((t["value"] for t in rec["conversations"] if t["from"] == "gpt"), None)
+        conv = rec["conversations"]
+        question = next((t["value"] for t in conv if t["from"] == "human"), "")
+        if not cfg.any_first_answer and not DESCRIBE.search(question.replace(IMAGE, "")):
+            return None
+        cap = next((t["value"] for t in conv if t["from"] == "gpt"), None)
     if not isinstance(cap, str) or IMAGE in cap or len(cap.strip()) < cfg.min_caption_chars:
         return None
     return cap.strip()

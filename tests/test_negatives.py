@@ -109,3 +109,19 @@ def test_chinese_templates_and_provenance(tmp_path):
         assert r["lang"] == "zh" and r["source"] == "negatives" and r["extra_key"] == int(r["negative_of"][1:])
         assert re.search(r"[\u4e00-\u9fff]", r["conversations"][0]["value"].split("\n")[1][:4])
         assert zh[int(r["negative_of"][1:])] in r["conversations"][1]["value"]
+
+
+def test_only_answers_to_description_prompts_are_captions(tmp_path):
+    vqa = {"id": "vqa", "image": "img/9.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is the man holding in his right hand?"},
+        {"from": "gpt", "value": "He is holding a red umbrella over his head."}]}
+    zh = {"id": "zh", "image": "img/8.jpg", "conversations": [
+        {"from": "human", "value": "<image>\n请简要描述这张图片。"}, {"from": "gpt", "value": "一只橘色的猫躺在窗台上晒太阳。"}]}
+    rows = [llava(i, f"img/{i}.jpg", CAPTIONS[i]) for i in range(3)] + [vqa, zh]
+    src = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    out, stats = run(tmp_path, src, per_record=1, positives=0.0, only_new=True)
+    assert stats.extra["captioned"] == 4
+    assert {r["negative_of"] for r in out} == {"r0", "r1", "r2", "zh"}
+    assert all("umbrella" not in r["conversations"][0]["value"] for r in out)
+    out, stats = run(tmp_path, src, per_record=1, positives=0.0, only_new=True, any_first_answer=True)
+    assert stats.extra["captioned"] == 5 and "vqa" in {r["negative_of"] for r in out}
