@@ -2,8 +2,8 @@
 
 Reports, as one JSON object on the last line: the real-token fraction of our
 packing vs naive per-sample padding and vs greedy sequential concatenation (and
-vs best-fit decreasing over the whole corpus at once, plus an upper bound no
-packer can beat), samples/s of the whole pack step (tokenize + images + pack +
+vs plain best-fit decreasing over the whole corpus at once, plus an upper bound
+no packer can beat), samples/s of the whole pack step (tokenize + images + pack +
 write), and peak RSS for the corpus and for a 10x larger one (memory must stay
 flat). Each pack runs in its own process so peak RSS is its own.
 
@@ -68,7 +68,7 @@ def child(corpus: str, photos: str, out: str, image_tokens: int, seq_len: int) -
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     lengths = shards.scan(out).select(pl.col("seq_lens").explode()).collect()["seq_lens"].to_list()
     offline = fill_ratio(pack_lengths(((i, n) for i, n in enumerate(lengths)), seq_len, buffer=len(lengths),
-                                      max_open=len(lengths)), seq_len)
+                                      max_open=len(lengths), refine_attempts=0), seq_len)
     p = m["packing"]
     print(json.dumps({"samples": m["samples"], "rows": m["rows"], "skipped": m["skipped"],
                       "real_token_fraction": p["real_token_fraction"], "naive_padding": p["naive_padding_fraction"],

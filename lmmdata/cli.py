@@ -92,6 +92,7 @@ def make_negatives_cmd(
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     only_new: Optional[bool] = typer.Option(None, "--only-new", help="Write only generated records, not the input ones."),
     caption_key: Optional[str] = typer.Option(None, help="Read captions from this key instead of the first answer."),
+    any_first_answer: Optional[bool] = typer.Option(None, "--any-first-answer", help="Take the first answer as the caption even when the first question does not ask for a description."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
@@ -100,7 +101,8 @@ def make_negatives_cmd(
     from .negatives import NegativesConfig, make_negatives
 
     cfg = _resolve(NegativesConfig, config, inp=inp, out=out, per_record=per_record, positives=positives, hard=hard,
-                   lang=lang, seed=seed, only_new=only_new, caption_key=caption_key, rejects=rejects)
+                   lang=lang, seed=seed, only_new=only_new, caption_key=caption_key,
+                   any_first_answer=any_first_answer, rejects=rejects)
     run_step("make-negatives", cfg, make_negatives, strict, cfg.out)
 
 
@@ -141,7 +143,7 @@ def pack_cmd(
     tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory, tokenizer.json, cached hub name, or 'qwen2.5' (built in)."),
     image_root: Optional[str] = typer.Option(None, "--image-root", help="Directory that record image paths are relative to."),
     image_tokens: Optional[int] = typer.Option(None, "--image-tokens", help="Tokens per image (N)."),
-    vision: Optional[str] = typer.Option(None, "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2 (SigLIP: minus 1)."),
     seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per packed row [default: 2048]."),
     template: Optional[str] = typer.Option(None, "--template", help="auto (tokenizer's own), chatml, qwen2, llama3 or vicuna [default: auto]."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Downscale images so the short side is PX, re-encoded."),
@@ -149,6 +151,7 @@ def pack_cmd(
     seed: Optional[int] = typer.Option(None, help="Seed for the row order [default: 0]."),
     truncate: Optional[bool] = typer.Option(None, "--truncate", help="Cut over-long text-only samples instead of skipping them."),
     buffer: Optional[int] = typer.Option(None, "--buffer", help="Samples sorted together by the packer [default: 4096]."),
+    refine: Optional[int] = typer.Option(None, "--refine", help="Local-search trials per 512 rows; 0 = plain best-fit decreasing [default: 32]."),
     overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing output directory."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
@@ -160,7 +163,7 @@ def pack_cmd(
     cfg = _resolve(PackConfig, config, inputs=inputs or None, out=out, tokenizer=tokenizer, image_root=image_root,
                    image_tokens=image_tokens, vision=vision, seq_len=seq_len, template=template,
                    image_size=image_size, rows_per_shard=rows_per_shard, seed=seed, truncate=truncate,
-                   buffer=buffer, overwrite=overwrite, rejects=rejects)
+                   buffer=buffer, refine=refine, overwrite=overwrite, rejects=rejects)
     run_step("pack", cfg, pack, strict)
     console.print(f"shards in [bold]{cfg.out}[/]; look at them with: lmmdata inspect {cfg.out} --stats", highlight=False)
 
