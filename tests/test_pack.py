@@ -201,6 +201,7 @@ def test_pack_rows_are_consistent(qwen_dir, corpus, tmp_path):
     assert p["tokens"] == sum(len(r["input_ids"]) for r in rows)
     assert p["real_token_fraction"] == pytest.approx(p["tokens"] / (len(rows) * 256))
     assert p["real_token_fraction"] > p["naive_padding_fraction"]
+    assert p["algorithm"] == "streaming best-fit decreasing + local search" and p["refine_attempts"] == 32
 
 
 def test_pack_is_deterministic_and_seed_changes_order(qwen_dir, corpus, tmp_path):
