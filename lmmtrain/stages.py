@@ -267,6 +267,16 @@ def training_args(cfg) -> TrainingArguments:
     )
 
 
+def _check_report_to(report_to: str | None) -> None:
+    """Fail before the model loads, with the fix, when the logger's package is missing."""
+    if report_to == "tensorboard":
+        import importlib.util
+
+        if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+            raise ConfigError("--report-to tensorboard needs the tensorboard package: "
+                              "pip install 'lmm-toolkit[tensorboard]' (or pip install tensorboard)")
+
+
 def run_stage(cfg) -> dict[str, Any]:
     """Train one stage; return a summary (steps, losses, throughput, where the checkpoint is)."""
     return train_stage(cfg)[1]
@@ -287,6 +297,7 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
                           "(pipelines/deepspeed/zero2.json): LoRA leaves little optimizer state to partition anyway")
     if cfg.layout not in ("auto", "flat", "rows"):
         raise ConfigError(f"layout must be auto, flat or rows, not {cfg.layout!r}")
+    _check_report_to(cfg.report_to)
     try:
         manifest = check_compatible(list(cfg.data))
         tokenizer = load_shard_tokenizer(cfg.data[0])

@@ -108,10 +108,11 @@ def small(cfg_cls, **kw):
 
 @pytest.fixture(scope="session")
 def stage1_run(sample_shards, tmp_path_factory):
-    """A 3-step stage-1 checkpoint on the sample shards: (out dir, trainer, summary)."""
+    """A 3-step stage-1 checkpoint on the sample shards, logged to TensorBoard: (out dir, trainer, summary)."""
     from lmmtrain.config import Stage1Config
     from lmmtrain.stages import train_stage
 
     out = tmp_path_factory.mktemp("runs") / "stage1"
-    trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3))
+    trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3,
+                                         report_to="tensorboard"))
     return out, trainer, summary

@@ -63,6 +63,20 @@ def test_stage1_trains_only_the_projector(stage1_run, sample_shards):
         assert (out / f).is_file()
 
 
+def test_tensorboard_gets_the_logged_losses_and_throughput(stage1_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out, trainer, _ = stage1_run
+    (run_dir,) = {f.parent for f in out.glob("runs/*/events.out.tfevents.*")}
+    ev = EventAccumulator(str(run_dir))
+    ev.Reload()
+    logged = [h for h in trainer.state.log_history if "loss" in h]
+    assert [(s.step, round(s.value, 4)) for s in ev.Scalars("train/loss")] == \
+        [(h["step"], round(h["loss"], 4)) for h in logged]
+    tags = ev.Tags()["scalars"]
+    assert len(ev.Scalars("train/tokens_per_s")) == 3 and {"train/pad_share", "train/image_token_share"} <= set(tags)
+
+
 def test_checkpoint_reloads_in_native_class_with_identical_logits(stage1_run, sample_shards):
     from transformers import VipLlavaForConditionalGeneration
 
