@@ -84,7 +84,7 @@ def build_qwen25(out_dir: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(name_or_path: str):
-    """A fast HF tokenizer from a built-in name, a directory, a tokenizer.json or the local HF cache."""
+    """A fast HF tokenizer from a built-in name, a directory, a tokenizer.json, a GGUF model file or the HF cache."""
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     name = str(name_or_path)
@@ -96,15 +96,28 @@ def load_tokenizer(name_or_path: str):
         tok.name_or_path = name
     elif name.endswith(".json") and Path(name).is_file():
         tok = PreTrainedTokenizerFast(tokenizer_file=name)
+    elif name.endswith(".gguf") and Path(name).is_file():
+        try:
+            tok = AutoTokenizer.from_pretrained(str(Path(name).parent), gguf_file=Path(name).name)
+        except (ImportError, OSError, ValueError, KeyError) as e:
+            raise TokenizerError(f"cannot read the tokenizer inside {name}: {e}{gguf_hint()}") from e
     else:
         try:
             tok = AutoTokenizer.from_pretrained(name)  # HF_HUB_OFFLINE=1 keeps hub names to the local cache
         except (OSError, ValueError) as e:
             raise TokenizerError(f"cannot load tokenizer {name!r}: {e}. Give a directory with tokenizer.json, "
-                                 f"a tokenizer.json file, a hub name already downloaded, or one of: {', '.join(BUILTIN)}") from e
+                                 f"a tokenizer.json file, a .gguf model file, a hub name already downloaded, or one of: "
+                                 f"{', '.join(BUILTIN)}") from e
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
         raise TokenizerError(f"tokenizer {name!r} has no fast (tokenizers) backend; convert it to tokenizer.json first")
     return tok
+
+
+def gguf_hint() -> str:
+    """How to fix a GGUF read failure when the reason is the missing `gguf` package."""
+    import importlib.util
+
+    return "" if importlib.util.find_spec("gguf") else " (reading GGUF needs `pip install gguf`: the gguf extra)"
 
 
 def add_image_tokens(tok) -> dict[str, int]:

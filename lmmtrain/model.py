@@ -10,11 +10,12 @@ the LM inside is the unmodified causal LM.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN
+from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN, gguf_hint
 
 PROJECTORS = ("vipllava", "mlp2x_gelu")
 FEATURE_LAYER = -2
@@ -146,9 +147,11 @@ def _load_lm(path: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     try:
+        if path.endswith(".gguf") and Path(path).is_file():  # dequantized to `dtype` by transformers
+            return AutoModelForCausalLM.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name, dtype=dtype)
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"cannot load LM {path!r}: {e}") from e
+    except (ImportError, OSError, ValueError) as e:
+        raise ModelError(f"cannot load LM {path!r}: {e}{gguf_hint() if path.endswith('.gguf') else ''}") from e
 
 
 def _copy_vision(tower, loaded) -> None:
