@@ -140,7 +140,7 @@ def translate_cmd(
 def pack_cmd(
     inputs: Optional[list[str]] = typer.Argument(None, metavar="IN...", help="LLaVA records (.json/.jsonl)."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output shard directory."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory, tokenizer.json, cached hub name, or 'qwen2.5' (built in)."),
+    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory, tokenizer.json, .gguf model file, cached hub name, or 'qwen2.5' (built in)."),
     image_root: Optional[str] = typer.Option(None, "--image-root", help="Directory that record image paths are relative to."),
     image_tokens: Optional[int] = typer.Option(None, "--image-tokens", help="Tokens per image (N)."),
     vision: Optional[str] = typer.Option(None, "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2 (SigLIP: minus 1)."),

@@ -79,7 +79,7 @@ def stage1_cmd(
     config: Optional[str] = ConfigOpt, data: Optional[list[str]] = DataOpt, out: Optional[str] = OutOpt,
     preset: Optional[str] = typer.Option(None, "--preset", help="Built-in random-weight model: tiny | small [tiny]."),
     vision: Optional[str] = typer.Option(None, "--vision", help="CLIP/SigLIP checkpoint (path or cached hub name)."),
-    lm: Optional[str] = typer.Option(None, "--lm", help="Causal LM checkpoint (path or cached hub name)."),
+    lm: Optional[str] = typer.Option(None, "--lm", help="Causal LM checkpoint (path, cached hub name or .gguf file)."),
     projector: Optional[str] = typer.Option(None, "--projector", help="vipllava (LayerNorm MLP) | mlp2x_gelu."),
     init: Optional[str] = InitOpt, lr: Optional[float] = LrOpt, epochs: Optional[float] = EpochsOpt,
     max_steps: Optional[int] = StepsOpt, batch_rows: Optional[int] = RowsOpt, grad_accum: Optional[int] = AccumOpt,
