@@ -77,7 +77,7 @@ WorkersOpt = typer.Option(None, "--workers", help="Dataloader workers [2].")
 @app.command("stage1")
 def stage1_cmd(
     config: Optional[str] = ConfigOpt, data: Optional[list[str]] = DataOpt, out: Optional[str] = OutOpt,
-    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in random-weight model: tiny | small [tiny]."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Built-in random-weight model: tiny | small | bench (CLIP-L/336 + Qwen2.5-0.5B shapes) [tiny]."),
     vision: Optional[str] = typer.Option(None, "--vision", help="CLIP/SigLIP checkpoint (path or cached hub name)."),
     lm: Optional[str] = typer.Option(None, "--lm", help="Causal LM checkpoint (path, cached hub name or .gguf file)."),
     projector: Optional[str] = typer.Option(None, "--projector", help="vipllava (LayerNorm MLP) | mlp2x_gelu."),

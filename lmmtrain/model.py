@@ -38,6 +38,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
                      rope_theta=10000.0, tie_word_embeddings=False),
     },
+    # real shapes, random weights: CLIP ViT-L/14 at 336 px (576 image tokens) + a Qwen2.5-0.5B body.
+    # For GPU throughput / MFU measurements (benchmarks/gpu_stages.py) without downloading anything.
+    "bench": {
+        "vision": dict(model_type="clip_vision_model", image_size=336, patch_size=14, hidden_size=1024,
+                       intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768),
+        "text": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                     num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
+                     rope_theta=1000000.0, tie_word_embeddings=False),
+    },
 }
 
 

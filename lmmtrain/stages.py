@@ -344,7 +344,7 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
     summary = {
         "stage": cfg.stage, "out": str(out), "steps": trainer.state.global_step, "rows": len(dataset),
         "train_loss": round(result.training_loss, 6), "first_loss": losses[0] if losses else None,
-        "last_loss": losses[-1] if losses else None, "seconds": round(elapsed, 1),
+        "last_loss": losses[-1] if losses else None, "seconds": round(elapsed, 1), "attn": attn, "layout": layout,
         **{k: progress.last[k] for k in ("tokens_per_s", "pad_share", "image_token_share", "mfu") if k in progress.last},
     }
     save_final(trainer, cfg, tokenizer, processor, manifest, summary)
