@@ -59,10 +59,12 @@ NO = {
 # LLaVA-Pretrain / LLaVA-Instruct "detail" prompts and their Chinese translations. An answer to
 # "What is the man holding?" is not a description of the image.
 DESCRIBE = re.compile(
-    r"describ|descript|caption|summar|explain|explanation|interpret|depict|portray|narrat|rundown|"
-    r"analy[sz]e the image|account of|characteri[sz]e|illustrate the image|walk through|break down|"
+    r"describ|descript|caption|summar|rundown|"
+    r"(?:explain|explanation|interpret|depict|portray|narrat|analy[sz]|account|characteri[sz]|illustrat|"
+    r"walk through|break down|elements|clarify|examine)[^.?!\n]{0,40}\b(?:image|picture|photo|scene)|"
     r"what (?:is|'s|are) (?:in|shown in|happening in) (?:this|the) (?:image|picture|photo)|what do you see|"
-    r"描述|描绘|描写|说明|概括|总结|解释|解说|介绍|叙述|讲述|标题|图中有什么|图片中有什么|图片里有什么|画面中有什么",
+    r"描述|描绘|描写|概括|总结|叙述|讲述|标题|(?:说明|解释|介绍|解说)[^。？！\n]{0,12}(?:图|画面|照片)|"
+    r"图中有什么|图片中有什么|图片里有什么|画面中有什么",
     re.IGNORECASE,
 )
 YES = {

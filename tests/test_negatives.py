@@ -117,11 +117,43 @@ def test_only_answers_to_description_prompts_are_captions(tmp_path):
         {"from": "gpt", "value": "He is holding a red umbrella over his head."}]}
     zh = {"id": "zh", "image": "img/8.jpg", "conversations": [
         {"from": "human", "value": "<image>\n请简要描述这张图片。"}, {"from": "gpt", "value": "一只橘色的猫躺在窗台上晒太阳。"}]}
-    rows = [llava(i, f"img/{i}.jpg", CAPTIONS[i]) for i in range(3)] + [vqa, zh]
+    why = {"id": "why", "image": "img/7.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nCan you explain why the man is holding an umbrella?"},
+        {"from": "gpt", "value": "Because it is raining heavily on the street."}]}
+    rows = [llava(i, f"img/{i}.jpg", CAPTIONS[i]) for i in range(3)] + [vqa, zh, why]
     src = write_jsonl(tmp_path / "mixed.jsonl", rows)
     out, stats = run(tmp_path, src, per_record=1, positives=0.0, only_new=True)
     assert stats.extra["captioned"] == 4
     assert {r["negative_of"] for r in out} == {"r0", "r1", "r2", "zh"}
     assert all("umbrella" not in r["conversations"][0]["value"] for r in out)
     out, stats = run(tmp_path, src, per_record=1, positives=0.0, only_new=True, any_first_answer=True)
-    assert stats.extra["captioned"] == 5 and "vqa" in {r["negative_of"] for r in out}
+    assert stats.extra["captioned"] == 6 and {"vqa", "why"} <= {r["negative_of"] for r in out}
+
+
+LLAVA_DESCRIBE_PROMPTS = [  # LLaVA-Pretrain (BLIP captions) and LLaVA-Instruct "detail" prompts
+    "Describe the image concisely.", "Provide a brief description of the given image.",
+    "Offer a succinct explanation of the picture presented.", "Summarize the visual content of the image.",
+    "Give a short and clear explanation of the subsequent image.", "Share a concise interpretation of the image provided.",
+    "Present a compact description of the photo's key features.", "Relay a brief, clear account of the picture shown.",
+    "Render a clear and concise summary of the photo.", "Write a terse but informative summary of the picture.",
+    "Create a compact narrative representing the image presented.", "Describe the following image in detail",
+    "Give an elaborate explanation of the image you see", "Share a comprehensive rundown of the presented image",
+    "Offer a thorough analysis of the image", "Explain the various aspects of the image before you",
+    "Clarify the contents of the displayed image with great detail",
+    "Characterize the image using a well-detailed description", "Break down the elements of the image in a detailed manner",
+    "Walk through the important details of the image", "Portray the image with a rich, descriptive narrative",
+    "Narrate the contents of the image with precision", "Analyze the image in a comprehensive and detailed manner",
+    "Illustrate the image through a descriptive explanation", "Examine the image closely and share its details",
+    "Write an exhaustive depiction of the given image", "请简要描述这张图片。", "简要说明这张图片的内容", "这张图片里有什么？请概括。",
+]
+NOT_DESCRIBE = ["What is the man holding in his right hand?", "Can you explain why the man is holding an umbrella?",
+                "What might be the reason for the crowd?", "How many people are there?",
+                "What color is the bus?\nAnswer the question using a single word or phrase.",
+                "图中的男人手里拿着什么？", "为什么这个人拿着伞？请解释原因。"]
+
+
+def test_description_prompts_are_recognised():
+    from lmmdata.negatives import DESCRIBE
+
+    assert [q for q in LLAVA_DESCRIBE_PROMPTS if not DESCRIBE.search(q)] == []
+    assert [q for q in NOT_DESCRIBE if DESCRIBE.search(q)] == []
