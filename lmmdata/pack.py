@@ -4,9 +4,10 @@ Per record: validate, render the chat template with exact labels, expand each
 image to `<im_start>` + N x `<image>` + `<im_end>`, read and check its image
 bytes. Samples go to a spill file on disk (only their lengths stay in memory),
 `packing.pack_lengths` groups them into rows with streaming best-fit decreasing
-and a bounded local search, and rows are written to shards. Memory is bounded by the packing buffer, not
-the dataset. The output directory is staged under a temp name and swapped in
-when complete; same inputs + seed give byte-identical shards.
+and a bounded local search, and rows are written to shards. Memory is bounded
+by the packing buffer, not the dataset. The output directory is staged under a
+temp name and swapped in when complete; same inputs + seed give byte-identical
+shards.
 """
 
 from __future__ import annotations

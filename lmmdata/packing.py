@@ -125,8 +125,9 @@ def refine(bins: list[list[tuple[Hashable, int]]], seq_len: int, attempts: int =
     kept when it needs fewer bins. Gives up after `attempts` trials in a row fail.
     """
     bins = sorted((list(b) for b in bins), key=_load)  # stable: ties keep input order
+    total = sum(map(_load, bins))  # the same samples throughout: a bin can be saved only while this fits in one less
     start = fails = 0
-    while fails < attempts and start < len(bins) and sum(map(_load, bins)) <= (len(bins) - 1) * seq_len:
+    while fails < attempts and start < len(bins) and total <= (len(bins) - 1) * seq_len:
         for k in (1, 2, 3):
             if start + k <= len(bins):
                 trial = _dissolve(bins, start, k, seq_len)
@@ -154,8 +155,8 @@ def _dissolve(bins: list[list], start: int, k: int, seq_len: int) -> list[list] 
             moved |= _fill_from(b, pool, seq_len)
         if not pool.lens or not moved:
             break
-    extra = list(_best_fit_stream(pool.items, seq_len, max(1, len(pool.items)), max(1, len(pool.items)))) \
-        if pool.items else []
+    n = max(1, len(pool.items))  # all left-over samples in one buffer: best-fit decreasing over them
+    extra = list(_best_fit_stream(pool.items, seq_len, n, n))
     return rest + extra if len(extra) < k else None
 
 
