@@ -96,9 +96,9 @@ def load_tokenizer(name_or_path: str):
         tok.name_or_path = name
     elif name.endswith(".json") and Path(name).is_file():
         tok = PreTrainedTokenizerFast(tokenizer_file=name)
-    elif name.endswith(".gguf") and Path(name).is_file():
+    elif is_gguf(name):
         try:
-            tok = AutoTokenizer.from_pretrained(str(Path(name).parent), gguf_file=Path(name).name)
+            tok = AutoTokenizer.from_pretrained(**pretrained_source(name))
         except (ImportError, OSError, ValueError, KeyError) as e:
             raise TokenizerError(f"cannot read the tokenizer inside {name}: {e}{gguf_hint()}") from e
     else:
@@ -111,6 +111,17 @@ def load_tokenizer(name_or_path: str):
     if not getattr(tok, "is_fast", False) or getattr(tok, "backend_tokenizer", None) is None:
         raise TokenizerError(f"tokenizer {name!r} has no fast (tokenizers) backend; convert it to tokenizer.json first")
     return tok
+
+
+def is_gguf(path: str) -> bool:
+    return str(path).endswith(".gguf") and Path(path).is_file()
+
+
+def pretrained_source(path: str) -> dict[str, str]:
+    """`from_pretrained` arguments for a checkpoint directory / hub name, or for a GGUF model file."""
+    if is_gguf(path):
+        return {"pretrained_model_name_or_path": str(Path(path).parent), "gguf_file": Path(path).name}
+    return {"pretrained_model_name_or_path": str(path)}
 
 
 def gguf_hint() -> str:

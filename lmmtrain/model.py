@@ -10,12 +10,11 @@ the LM inside is the unmodified causal LM.
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN, gguf_hint
+from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN, gguf_hint, is_gguf, pretrained_source
 
 PROJECTORS = ("vipllava", "mlp2x_gelu")
 FEATURE_LAYER = -2
@@ -155,12 +154,10 @@ def _check_lm_tokenizer(lm: str, shard_tokenizer) -> None:
 def _load_lm(path: str, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
-    try:
-        if path.endswith(".gguf") and Path(path).is_file():  # dequantized to `dtype` by transformers
-            return AutoModelForCausalLM.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name, dtype=dtype)
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    try:  # a GGUF file is dequantized to `dtype` by transformers
+        return AutoModelForCausalLM.from_pretrained(**pretrained_source(path), dtype=dtype)
     except (ImportError, OSError, ValueError) as e:
-        raise ModelError(f"cannot load LM {path!r}: {e}{gguf_hint() if path.endswith('.gguf') else ''}") from e
+        raise ModelError(f"cannot load LM {path!r}: {e}{gguf_hint() if is_gguf(path) else ''}") from e
 
 
 def _copy_vision(tower, loaded) -> None:
