@@ -23,7 +23,7 @@ class StageConfig:
     lm: str | None = None  # any AutoModelForCausalLM checkpoint
     projector: str = "vipllava"  # vipllava: LayerNorm-Linear-GELU-Linear; mlp2x_gelu: LLaVA-1.5's Linear-GELU-Linear
     init: str | None = None  # a checkpoint to start from (stage 2: the stage-1 output)
-    attn: str = "auto"  # auto: flash_attention_2 when installed on GPU, else sdpa; or sdpa / eager / flash_attention_2
+    attn: str = "auto"  # auto: flash_attention_2 when installed on GPU, else sdpa; or sdpa / flex_attention (GPU) / eager / flash_attention_2
     layout: str = "auto"  # auto: flat with flash-attention, rows otherwise; flat = one (1, total) sequence, rows = padded rows
     # optimisation
     lr: float = 1e-3

@@ -17,6 +17,7 @@ import torch
 from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN, gguf_hint, is_gguf, pretrained_source
 
 PROJECTORS = ("vipllava", "mlp2x_gelu")
+ATTN_CHOICES = ("auto", "sdpa", "flash_attention_2", "flex_attention", "eager")
 FEATURE_LAYER = -2
 
 # Built-in presets: random weights from configs, no download. `tiny` matches the

@@ -27,7 +27,7 @@ from lmmdata.shards import MANIFEST, load_shard_tokenizer, read_manifest
 from lmmdata.stats import console
 
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
-from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
+from .model import (ATTN_CHOICES, ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
                     special_ids_of, train_token_rows)
 from .step import add_blank_image, loss_sum
 
@@ -297,6 +297,11 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
                           "(pipelines/deepspeed/zero2.json): LoRA leaves little optimizer state to partition anyway")
     if cfg.layout not in ("auto", "flat", "rows"):
         raise ConfigError(f"layout must be auto, flat or rows, not {cfg.layout!r}")
+    if cfg.attn not in ATTN_CHOICES:
+        raise ConfigError(f"attn must be one of {', '.join(ATTN_CHOICES)}, not {cfg.attn!r}")
+    if cfg.attn == "flex_attention" and not torch.cuda.is_available():
+        raise ConfigError("attn flex_attention trains only on a GPU (PyTorch has no flex-attention backward on CPU); "
+                          "use sdpa here")
     _check_report_to(cfg.report_to)
     try:
         manifest = check_compatible(list(cfg.data))

@@ -112,12 +112,12 @@ def test_loss_falls_on_a_memorisable_set(stage1_run, memo_shards, tmp_path):
     assert summary["last_loss"] < 0.3 * summary["first_loss"], summary
 
 
-@pytest.mark.parametrize("layout", ["rows", "flat"])
-def test_packed_batch_loss_equals_samples_one_by_one(sample_shards, layout):
+@pytest.mark.parametrize("layout,attn", [("rows", "sdpa"), ("flat", "sdpa"), ("rows", "flex_attention")])
+def test_packed_batch_loss_equals_samples_one_by_one(sample_shards, layout, attn):
     tok = load_shard_tokenizer(sample_shards)
     ids = special_ids_of(tok)
     torch.manual_seed(0)
-    model = build_model(Stage1Config(), tok, ids).eval()
+    model = build_model(Stage1Config(attn=attn), tok, ids).eval()
     ds = ShardDataset([str(sample_shards)], image_processor_for(None, model.config.vision_config))
     rows = [ds[i] for i in range(min(3, len(ds)))]
     assert sum(len(r["seq_lens"]) for r in rows) > 6  # really packed
