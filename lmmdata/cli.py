@@ -11,23 +11,25 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Literal, Optional
 
 import typer
 
-from .config import ConfigError, resolve, save_beside
+from .cliopts import APP_SETTINGS, fail, option, resolve_or_exit
+from .config import ConfigError, save_beside
+from .mix import MixConfig
+from .negatives import LANGS, NegativesConfig
+from .pack import PackConfig
 from .stats import Stats, console
+from .template import NAMES as TEMPLATES
+from .translate import TranslateConfig
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Turn LLaVA-format data into Chinese, mixed, packed training shards.",
-    pretty_exceptions_enable=False,
-)
+app = typer.Typer(help="Turn LLaVA-format data into Chinese, mixed, packed training shards.", **APP_SETTINGS)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with options; flags override it.")
 RejectsOpt = typer.Option(None, "--rejects", help="Write every skipped record (where, id, reason) to this JSONL file.")
 StrictOpt = typer.Option(False, "--strict", help="Exit with code 3 when any record was skipped.")
+Template = Literal[TEMPLATES]  # type: ignore[valid-type]
 
 
 def run_step(name: str, cfg, step: Callable, strict: bool, out_for_config: str | None = None) -> Stats:
@@ -41,8 +43,7 @@ def run_step(name: str, cfg, step: Callable, strict: bool, out_for_config: str |
         try:
             step(cfg, stats)
         except (ConfigError, FileNotFoundError) as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
-            raise typer.Exit(1)
+            fail(e)
     stats.print_summary()
     if out_for_config:
         save_beside(out_for_config, cfg, stats.as_dict())
@@ -52,31 +53,23 @@ def run_step(name: str, cfg, step: Callable, strict: bool, out_for_config: str |
     return stats
 
 
-def _resolve(cls, config, **kw):
-    try:
-        return resolve(cls, config, **kw)
-    except ConfigError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1)
-
-
 @app.command("mix-text")
 def mix_text_cmd(
-    mm_in: Optional[str] = typer.Argument(None, metavar="MM_IN", help="LLaVA records (.json/.jsonl)."),
-    text_in: Optional[list[str]] = typer.Argument(None, metavar="TEXT_IN...", help="Alpaca / ShareGPT / messages files."),
+    mm: Optional[str] = typer.Argument(None, metavar="MM_IN", help="LLaVA records (.json/.jsonl)."),
+    text: Optional[list[str]] = typer.Argument(None, metavar="TEXT_IN...", help="Alpaca / ShareGPT / messages files."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
-    ratio: Optional[float] = typer.Option(None, help="Fraction of text-only records in the output [default: 0.2]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
-    allow_repeat: Optional[bool] = typer.Option(None, "--allow-repeat", help="Reuse text records when there are too few."),
-    source: Optional[str] = typer.Option(None, help='"source" value for added records; "file" = the text file name [default: text].'),
+    ratio: Optional[float] = option(MixConfig, "ratio", "--ratio", help="Fraction of text-only records in the output, in [0, 1)."),
+    seed: Optional[int] = option(MixConfig, "seed", "--seed", help="Random seed."),
+    allow_repeat: Optional[bool] = option(MixConfig, "allow_repeat", "--allow-repeat", help="Reuse text records when there are too few."),
+    source: Optional[str] = option(MixConfig, "source", "--source", help='"source" value for added records; "file" = the text file name.'),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
 ) -> None:
     """Mix text-only instructions into multimodal records (against forgetting)."""
-    from .mix import MixConfig, mix_text
+    from .mix import mix_text
 
-    cfg = _resolve(MixConfig, config, mm=mm_in, text=text_in or None, out=out, ratio=ratio, seed=seed,
+    cfg = resolve_or_exit(MixConfig, config, mm=mm, text=text or None, out=out, ratio=ratio, seed=seed,
                    allow_repeat=allow_repeat, source=source, rejects=rejects)
     run_step("mix-text", cfg, mix_text, strict, cfg.out)
 
@@ -85,22 +78,22 @@ def mix_text_cmd(
 def make_negatives_cmd(
     inp: Optional[str] = typer.Argument(None, metavar="IN", help="Captioned LLaVA records."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
-    per_record: Optional[int] = typer.Option(None, "--per-record", help="Negatives per captioned record [default: 1]."),
-    positives: Optional[float] = typer.Option(None, help="Share of generated samples that are matched positives [default: 0.25]."),
-    hard: Optional[bool] = typer.Option(None, "--hard", help="Pick lexically close captions (char n-grams) as mismatches."),
-    lang: Optional[str] = typer.Option(None, help="Template language: zh, en or auto [default: auto]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
-    only_new: Optional[bool] = typer.Option(None, "--only-new", help="Write only generated records, not the input ones."),
-    caption_key: Optional[str] = typer.Option(None, help="Read captions from this key instead of the first answer."),
-    any_first_answer: Optional[bool] = typer.Option(None, "--any-first-answer", help="Take the first answer as the caption even when the first question does not ask for a description."),
+    per_record: Optional[int] = option(NegativesConfig, "per_record", "--per-record", help="Negatives per captioned record (>= 0)."),
+    positives: Optional[float] = option(NegativesConfig, "positives", "--positives", help="Share of generated samples that are matched positives, in [0, 1)."),
+    hard: Optional[bool] = option(NegativesConfig, "hard", "--hard", help="Pick lexically close captions (char n-grams) as mismatches."),
+    lang: Optional[Literal[LANGS]] = option(NegativesConfig, "lang", "--lang", help="Template language (auto: the record's lang key, else CJK in the caption)."),  # type: ignore[valid-type]
+    seed: Optional[int] = option(NegativesConfig, "seed", "--seed", help="Random seed."),
+    only_new: Optional[bool] = option(NegativesConfig, "only_new", "--only-new", help="Write only generated records, not the input ones."),
+    caption_key: Optional[str] = option(NegativesConfig, "caption_key", "--caption-key", help="Read captions from this key instead of the first answer.", default="the first answer"),
+    any_first_answer: Optional[bool] = option(NegativesConfig, "any_first_answer", "--any-first-answer", help="Take the first answer as the caption even when the first question does not ask for a description."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
 ) -> None:
     """Add mismatched image/caption questions (and matched ones) against hallucination."""
-    from .negatives import NegativesConfig, make_negatives
+    from .negatives import make_negatives
 
-    cfg = _resolve(NegativesConfig, config, inp=inp, out=out, per_record=per_record, positives=positives, hard=hard,
+    cfg = resolve_or_exit(NegativesConfig, config, inp=inp, out=out, per_record=per_record, positives=positives, hard=hard,
                    lang=lang, seed=seed, only_new=only_new, caption_key=caption_key,
                    any_first_answer=any_first_answer, rejects=rejects)
     run_step("make-negatives", cfg, make_negatives, strict, cfg.out)
@@ -110,26 +103,26 @@ def make_negatives_cmd(
 def translate_cmd(
     inp: Optional[str] = typer.Argument(None, metavar="IN", help="LLaVA records (.json/.jsonl)."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
-    src: Optional[str] = typer.Option(None, "--from", help="Source language code [default: en]."),
-    tgt: Optional[str] = typer.Option(None, "--to", help="Target language code [default: zh]."),
-    package: Optional[str] = typer.Option(None, "--package", help="Install this .argosmodel file first."),
-    cache: Optional[str] = typer.Option(None, "--cache", help="Translation cache directory [default: ~/.cache/lmm-toolkit/translate]."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Distinct strings per committed chunk [default: 512]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="CTranslate2 parallel translators [default: all cores]."),
-    beam_size: Optional[int] = typer.Option(None, "--beam-size", help="Beam size [default: 4, as argos]."),
-    roles: Optional[str] = typer.Option(None, "--roles", help="Comma-separated roles to translate [default: human,gpt]."),
-    protect: Optional[list[str]] = typer.Option(None, "--protect", help="Extra regex whose matches are kept verbatim (repeatable)."),
-    resume: Optional[bool] = typer.Option(None, "--resume/--no-resume", help="Continue an interrupted run [default: resume]."),
-    keep_original: Optional[bool] = typer.Option(None, "--keep-original", help="Keep the source text as conversations_<from>."),
-    drop_suspicious: Optional[bool] = typer.Option(None, "--drop-suspicious", help="Drop records whose translation looks wrong."),
+    src: Optional[str] = option(TranslateConfig, "src", "--from", help="Source language code."),
+    tgt: Optional[str] = option(TranslateConfig, "tgt", "--to", help="Target language code."),
+    package: Optional[str] = option(TranslateConfig, "package", "--package", help="Install this .argosmodel file first.", default="an installed package"),
+    cache: Optional[str] = option(TranslateConfig, "cache", "--cache", help="Translation cache directory.", default="~/.cache/lmm-toolkit/translate"),
+    batch_size: Optional[int] = option(TranslateConfig, "batch_size", "--batch-size", help="Distinct strings per committed chunk."),
+    workers: Optional[int] = option(TranslateConfig, "workers", "--workers", help="CTranslate2 parallel translators.", default="all cores"),
+    beam_size: Optional[int] = option(TranslateConfig, "beam_size", "--beam-size", help="Beam size (argos uses 4)."),
+    roles: Optional[str] = option(TranslateConfig, "roles", "--roles", help="Comma-separated roles to translate."),
+    protect: Optional[list[str]] = option(TranslateConfig, "protect", "--protect", help="Extra regex whose matches are kept verbatim (repeatable)."),
+    resume: Optional[bool] = option(TranslateConfig, "resume", "--resume/--no-resume", help="Continue an interrupted run."),
+    keep_original: Optional[bool] = option(TranslateConfig, "keep_original", "--keep-original", help="Keep the source text as conversations_<from>."),
+    drop_suspicious: Optional[bool] = option(TranslateConfig, "drop_suspicious", "--drop-suspicious", help="Drop records whose translation looks wrong."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
 ) -> None:
     """Translate LLaVA records (English -> Chinese by default) with Argos Translate."""
-    from .translate import TranslateConfig, translate_file
+    from .translate import translate_file
 
-    cfg = _resolve(TranslateConfig, config, inp=inp, out=out, src=src, tgt=tgt, package=package, cache=cache,
+    cfg = resolve_or_exit(TranslateConfig, config, inp=inp, out=out, src=src, tgt=tgt, package=package, cache=cache,
                    batch_size=batch_size, workers=workers, beam_size=beam_size,
                    roles=roles.split(",") if roles else None, protect=protect or None, resume=resume,
                    keep_original=keep_original, drop_suspicious=drop_suspicious, rejects=rejects)
@@ -140,27 +133,27 @@ def translate_cmd(
 def pack_cmd(
     inputs: Optional[list[str]] = typer.Argument(None, metavar="IN...", help="LLaVA records (.json/.jsonl)."),
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output shard directory."),
-    tokenizer: Optional[str] = typer.Option(None, "--tokenizer", help="Tokenizer directory, tokenizer.json, .gguf model file, cached hub name, or 'qwen2.5' (built in)."),
-    image_root: Optional[str] = typer.Option(None, "--image-root", help="Directory that record image paths are relative to."),
-    image_tokens: Optional[int] = typer.Option(None, "--image-tokens", help="Tokens per image (N)."),
-    vision: Optional[str] = typer.Option(None, "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2 (SigLIP: minus 1)."),
-    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="Tokens per packed row [default: 2048]."),
-    template: Optional[str] = typer.Option(None, "--template", help="auto (tokenizer's own), chatml, qwen2, llama3 or vicuna [default: auto]."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Downscale images so the short side is PX, re-encoded."),
-    rows_per_shard: Optional[int] = typer.Option(None, "--rows-per-shard", help="Rows per shard file [default: 1024]."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the row order [default: 0]."),
-    truncate: Optional[bool] = typer.Option(None, "--truncate", help="Cut over-long text-only samples instead of skipping them."),
-    buffer: Optional[int] = typer.Option(None, "--buffer", help="Samples sorted together by the packer [default: 4096]."),
-    refine: Optional[int] = typer.Option(None, "--refine", help="Local-search trials per 512 rows; 0 = plain best-fit decreasing [default: 32]."),
-    overwrite: Optional[bool] = typer.Option(None, "--overwrite", help="Replace an existing output directory."),
+    tokenizer: Optional[str] = option(PackConfig, "tokenizer", "--tokenizer", help="Tokenizer directory, tokenizer.json, .gguf model file, cached hub name, or 'qwen2.5' (built in). Required."),
+    image_root: Optional[str] = option(PackConfig, "image_root", "--image-root", help="Directory that record image paths are relative to (required when records have images)."),
+    image_tokens: Optional[int] = option(PackConfig, "image_tokens", "--image-tokens", help="Tokens per image (N); give this or --vision."),
+    vision: Optional[str] = option(PackConfig, "vision", "--vision", help="Vision config (file/dir); N = (image_size/patch_size)^2 (SigLIP: minus 1)."),
+    seq_len: Optional[int] = option(PackConfig, "seq_len", "--seq-len", help="Tokens per packed row."),
+    template: Optional[Template] = option(PackConfig, "template", "--template", help="Chat template; auto = the tokenizer's own."),
+    image_size: Optional[int] = option(PackConfig, "image_size", "--image-size", help="Downscale images so the short side is PX, re-encoded.", default="keep the original bytes"),
+    rows_per_shard: Optional[int] = option(PackConfig, "rows_per_shard", "--rows-per-shard", help="Rows per shard file."),
+    seed: Optional[int] = option(PackConfig, "seed", "--seed", help="Seed for the row order."),
+    truncate: Optional[bool] = option(PackConfig, "truncate", "--truncate", help="Cut over-long text-only samples instead of skipping them."),
+    buffer: Optional[int] = option(PackConfig, "buffer", "--buffer", help="Samples sorted together by the packer."),
+    refine: Optional[int] = option(PackConfig, "refine", "--refine", help="Local-search trials per 512 rows; 0 = plain best-fit decreasing."),
+    overwrite: Optional[bool] = option(PackConfig, "overwrite", "--overwrite", help="Replace an existing output directory."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
 ) -> None:
     """Tokenize with a chat template, expand images and pack into 2048-token Arrow shards."""
-    from .pack import PackConfig, pack
+    from .pack import pack
 
-    cfg = _resolve(PackConfig, config, inputs=inputs or None, out=out, tokenizer=tokenizer, image_root=image_root,
+    cfg = resolve_or_exit(PackConfig, config, inputs=inputs or None, out=out, tokenizer=tokenizer, image_root=image_root,
                    image_tokens=image_tokens, vision=vision, seq_len=seq_len, template=template,
                    image_size=image_size, rows_per_shard=rows_per_shard, seed=seed, truncate=truncate,
                    buffer=buffer, refine=refine, overwrite=overwrite, rejects=rejects)
@@ -190,8 +183,7 @@ def inspect_cmd(
         if row is not None:
             view.show_row(shard_dir, row, out)
     except (shards.ShardError, IndexError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(1)
+        fail(e)
 
 
 def main() -> None:

@@ -23,6 +23,14 @@ class ConfigError(ValueError):
     """A bad setting: the run cannot start. The message says how to fix it."""
 
 
+class MissingOptions(ConfigError):
+    """Required options were given neither on the command line nor in the config file."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"missing required option(s): {', '.join(names)}")
+        self.names = names
+
+
 def resolve(cls: type[T], config_file: str | os.PathLike | None = None, **overrides: Any) -> T:
     """Build `cls` from its defaults, then a YAML file, then non-None overrides."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -46,7 +54,7 @@ def resolve(cls: type[T], config_file: str | os.PathLike | None = None, **overri
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in values  # type: ignore[arg-type]
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     if missing:
-        raise ConfigError(f"missing required option(s): {', '.join(missing)}")
+        raise MissingOptions(missing)
     return cls(**values)
 
 

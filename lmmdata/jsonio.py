@@ -13,7 +13,9 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Iterator, Sequence
+
+from .config import ConfigError
 
 CHUNK = 1 << 20  # characters read at a time
 MAX_ITEM = 256 << 20  # one record larger than this is treated as malformed
@@ -51,7 +53,17 @@ def file_format(path: str | os.PathLike) -> str:
         return "jsonl"
     if name.endswith(".json"):
         return "json"
-    raise ValueError(f"{path}: unknown record file extension; use .json (a list) or .jsonl (one record per line)")
+    raise ConfigError(f"{path}: unknown record file extension; use .json (a list) or .jsonl (one record per line)")
+
+
+def check_record_files(inputs: Sequence[str | os.PathLike], out: str | os.PathLike | None = None) -> None:
+    """Inputs exist and every record file is .json/.jsonl: checked before a step reads or writes anything."""
+    for p in inputs:
+        file_format(p)
+        if not Path(p).is_file():
+            raise ConfigError(f"{p}: no such file")
+    if out is not None:
+        file_format(out)
 
 
 def iter_items(path: str | os.PathLike) -> Iterator[tuple[Any, Where] | BadItem]:

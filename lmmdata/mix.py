@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError
-from .jsonio import RecordWriter, dumps
+from .jsonio import RecordWriter, check_record_files, dumps
 from .progress import track
 from .records import iter_valid
 from .stats import Stats
@@ -46,9 +46,7 @@ def _check(cfg: MixConfig) -> None:
         raise ConfigError(f"--ratio must be in [0, 1), got {cfg.ratio}: it is the fraction of text-only records in the output")
     if not cfg.text:
         raise ConfigError("give at least one text-only instruction file")
-    for p in [cfg.mm, *cfg.text]:
-        if not Path(p).is_file():
-            raise ConfigError(f"{p}: no such file")
+    check_record_files([cfg.mm, *cfg.text], cfg.out)
 
 
 def _text_records(cfg: MixConfig, stats: Stats):

@@ -19,12 +19,11 @@ import os
 import random
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from .config import ConfigError
-from .jsonio import RecordWriter
+from .jsonio import RecordWriter, check_record_files
 from .progress import track
 from .records import IMAGE, images_of, is_cjk, iter_valid
 from .stats import Stats
@@ -79,6 +78,9 @@ YES = {
         "对，描述与图片一致：{real}。",
     ],
 }
+
+
+LANGS = ("zh", "en", "auto")
 
 
 @dataclass
@@ -201,10 +203,13 @@ def _sample(a: _Cap, b: _Cap, k: int, positive: bool, base: dict, rng: random.Ra
 
 def make_negatives(cfg: NegativesConfig, stats: Stats | None = None) -> Stats:
     """Run make-negatives; returns the stats."""
-    if cfg.per_record < 0 or not 0 <= cfg.positives < 1 or cfg.lang not in ("zh", "en", "auto"):
-        raise ConfigError("--per-record must be >= 0, --positives in [0, 1), --lang zh|en|auto")
-    if not Path(cfg.inp).is_file():
-        raise ConfigError(f"{cfg.inp}: no such file")
+    if cfg.per_record < 0:
+        raise ConfigError(f"--per-record must be >= 0, got {cfg.per_record}")
+    if not 0 <= cfg.positives < 1:
+        raise ConfigError(f"--positives must be in [0, 1), got {cfg.positives}")
+    if cfg.lang not in LANGS:
+        raise ConfigError(f"--lang must be one of {', '.join(LANGS)}, got {cfg.lang!r}")
+    check_record_files([cfg.inp], cfg.out)
     stats = stats or Stats("make-negatives")
     rng = random.Random(cfg.seed)
     caps: list[_Cap] = []

@@ -26,9 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from .config import ConfigError
+from .hub import local_path
+from .jsonio import check_record_files
 from .images import load_image
 from .packing import pack_lengths
-from .progress import track
+from .progress import ProgressBar
 from .records import BadRecord, images_of, iter_valid
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ShardWriter, write_manifest
 from .stats import Stats
@@ -71,17 +73,17 @@ def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
     """
     from transformers import AutoConfig
 
-    path = Path(spec)
+    path = Path(local_path(spec, "--vision"))
     try:
         if path.is_file():
             raw = json.loads(path.read_text(encoding="utf-8"))
             cfg = raw.get("vision_config", raw)
         else:
-            c = AutoConfig.from_pretrained(spec, local_files_only=True)
+            c = AutoConfig.from_pretrained(path)
             cfg = getattr(c, "vision_config", c).to_dict()
         size, patch = int(cfg["image_size"]), int(cfg["patch_size"])
         siglip = str(cfg.get("model_type", "")).startswith("siglip")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise ConfigError(f"--vision {spec}: cannot read image_size and patch_size from it ({e})") from None
     if size % patch:
         raise ConfigError(f"--vision {spec}: image_size {size} is not a multiple of patch_size {patch}")
@@ -92,9 +94,7 @@ def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
 def _check(cfg: PackConfig) -> tuple[int, dict | None]:
     if not cfg.inputs:
         raise ConfigError("give at least one input record file")
-    for p in cfg.inputs:
-        if not Path(p).is_file():
-            raise ConfigError(f"{p}: no such file")
+    check_record_files(cfg.inputs)
     if cfg.seq_len < 16:
         raise ConfigError(f"--seq-len must be at least 16, got {cfg.seq_len}")
     if cfg.rows_per_shard < 1 or cfg.buffer < 1 or cfg.max_open < 1:
@@ -225,8 +225,10 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
 
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))  # image decode releases the GIL
 
+    bar = ProgressBar("pack", extra=lambda: f"{tally.rows:,} rows")
+
     def samples():
-        valid = track(iter_valid(cfg.inputs, stats), "pack", extra=lambda: f"{tally.rows:,} rows")
+        valid = bar.wrap(iter_valid(cfg.inputs, stats))
         for chunk in _chunks(valid, CHUNK):
             for (rec, where), result in zip(chunk, _encode_chunk([r for r, _ in chunk], cfg, template, root, stats, pool)):
                 if isinstance(result, BadRecord):
@@ -254,11 +256,12 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
         bins.clear()
 
     try:
-        for b in pack_lengths(samples(), cfg.seq_len, cfg.buffer, cfg.max_open, refine_attempts=cfg.refine):
-            window.append(b)
-            if len(window) >= cfg.max_open:
-                write(window)
-        write(window)
+        with bar:
+            for b in pack_lengths(samples(), cfg.seq_len, cfg.buffer, cfg.max_open, refine_attempts=cfg.refine):
+                window.append(b)
+                if len(window) >= cfg.max_open:
+                    write(window)
+            write(window)
         shards = writer.close()
     finally:
         pool.shutdown()

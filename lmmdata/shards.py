@@ -24,12 +24,9 @@ from typing import Any
 
 import pyarrow as pa
 
+from .layout import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR  # noqa: F401  (part of this module's API)
 from .template import IGNORE
 
-FORMAT = "lmm-shards"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-TOKENIZER_DIR = "tokenizer"
 SCHEMA = pa.schema(
     [
         pa.field("input_ids", pa.list_(pa.int32()), nullable=False),

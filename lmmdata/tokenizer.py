@@ -16,6 +16,8 @@ import os
 import shutil
 from pathlib import Path
 
+from .hub import local_path
+
 IM_START, IMAGE_TOKEN, IM_END = "<im_start>", "<image>", "<im_end>"
 IMAGE_TOKENS = (IM_START, IMAGE_TOKEN, IM_END)
 
@@ -94,16 +96,18 @@ def load_tokenizer(name_or_path: str):
             build_qwen25(path)
         tok = AutoTokenizer.from_pretrained(path)
         tok.name_or_path = name
-    elif name.endswith(".json") and Path(name).is_file():
-        tok = PreTrainedTokenizerFast(tokenizer_file=name)
-    elif is_gguf(name):
+        return tok
+    local = local_path(name, "tokenizer")  # a path, or a hub name's cached snapshot: never the network
+    if local.endswith(".json") and Path(local).is_file():
+        tok = PreTrainedTokenizerFast(tokenizer_file=local)
+    elif is_gguf(local):
         try:
-            tok = AutoTokenizer.from_pretrained(**pretrained_source(name))
+            tok = AutoTokenizer.from_pretrained(**pretrained_source(local))
         except (ImportError, OSError, ValueError, KeyError) as e:
             raise TokenizerError(f"cannot read the tokenizer inside {name}: {e}{gguf_hint()}") from e
     else:
         try:
-            tok = AutoTokenizer.from_pretrained(name)  # HF_HUB_OFFLINE=1 keeps hub names to the local cache
+            tok = AutoTokenizer.from_pretrained(local)
         except (OSError, ValueError) as e:
             raise TokenizerError(f"cannot load tokenizer {name!r}: {e}. Give a directory with tokenizer.json, "
                                  f"a tokenizer.json file, a .gguf model file, a hub name already downloaded, or one of: "

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import ConfigError
-from .jsonio import RecordWriter, dumps, file_format, iter_items
+from .jsonio import RecordWriter, check_record_files, dumps, file_format, iter_items
 from .progress import track
 from .protect import LETTER, Piece, compile_patterns, join, segment
 from .records import IMAGE, check_items, record_id
@@ -134,9 +134,7 @@ def _translate_record(rec: dict, turns: list[list[Piece] | None], cfg: Translate
 def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Backend | None = None) -> Stats:
     """Run translate; returns the stats."""
     stats = stats or Stats("translate")
-    if not Path(cfg.inp).is_file():
-        raise ConfigError(f"{cfg.inp}: no such file")
-    file_format(cfg.out)
+    check_record_files([cfg.inp], cfg.out)
     try:
         pattern = compile_patterns(cfg.protect)
     except ValueError as e:

@@ -11,6 +11,7 @@ output equals argos' own for the same package.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Protocol
@@ -31,8 +32,42 @@ class Backend(Protocol):
     def translate_batch(self, texts: list[str]) -> list[str]: ...
 
 
+def argos_package_dirs() -> list[Path]:
+    """Where Argos Translate looks for installed packages, resolved as argos does, without importing it
+    (importing argostranslate creates its data, config and cache directories in the user's home)."""
+    home = Path(os.environ["SNAP_USER_DATA"]) if "SNAP" in os.environ else Path.home()
+    data_dir = Path(os.getenv("XDG_DATA_HOME", home / ".local" / "share")) / "argos-translate"
+    settings = Path(os.getenv("XDG_CONFIG_HOME", home / ".config")) / "argos-translate" / "settings.json"
+    configured = os.getenv("ARGOS_PACKAGES_DIR")
+    if configured is None and settings.is_file():
+        try:
+            configured = json.loads(settings.read_text(encoding="utf-8")).get("ARGOS_PACKAGES_DIR")
+        except (ValueError, AttributeError, OSError):
+            configured = None
+    dirs = [Path(configured) if configured else data_dir / "packages"]
+    if "SNAP" in os.environ:
+        dirs.append(Path(os.environ["SNAP"]) / "snap_custom" / "packages")
+    return dirs
+
+
+def _argos_package_present(src: str, tgt: str) -> bool:
+    """Cheap look at the package directories' metadata.json files (argos' own test, without argos)."""
+    for d in argos_package_dirs():
+        for meta in d.glob("*/metadata.json") if d.is_dir() else ():
+            try:
+                info = json.loads(meta.read_text(encoding="utf-8"))
+            except (ValueError, OSError):
+                continue
+            if isinstance(info, dict) and info.get("from_code") == src and info.get("to_code") == tgt:
+                return True
+    return False
+
+
 def find_argos_package(src: str, tgt: str, package_file: str | None = None):
     """The installed argos package for src->tgt, installing `package_file` first if given."""
+    if not package_file and not _argos_package_present(src, tgt):
+        raise ConfigError(f"no {src}->{tgt} Argos Translate package is installed; "
+                          + INSTALL_HINT.format(src=src, tgt=tgt))
     import argostranslate.package as ap
 
     if package_file:

@@ -8,22 +8,17 @@ may come with any turn, several at once, or not at all (pure text).
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from lmmdata.records import IMAGE
-from lmmdata.template import ROLE, ChatTemplate, make_template
+from lmmdata.template import ChatTemplate, make_template
 
+from .messages import ChatError, as_pil, check_image, check_turn, normalise  # noqa: F401  (ChatError: part of this API)
 from .model import image_tokens_of, load_checkpoint, special_ids_of
-
-
-class ChatError(ValueError):
-    """Messages and images do not fit together, or the checkpoint cannot chat."""
 
 
 @dataclass
@@ -43,58 +38,24 @@ class ChatModel:
 
 def load_chat_model(path: str | os.PathLike, device: str | None = None, attn: str = "auto") -> ChatModel:
     """Load a checkpoint written by `lmmtrain` (model + tokenizer + processor + lmm_config.json)."""
-    from transformers import AutoImageProcessor, AutoTokenizer
+    from transformers import AutoTokenizer
 
-    from .stages import read_lmm_config
+    from .data import image_processor_for
 
+    from .stages import quiet_libraries, read_lmm_config
+
+    quiet_libraries()
     info = read_lmm_config(str(path))
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     model = load_checkpoint(str(path), attn=attn, dtype=dtype).to(device).eval()
     tok = AutoTokenizer.from_pretrained(path)
-    processor = AutoImageProcessor.from_pretrained(path)
+    processor = image_processor_for(str(path), model.config.vision_config)
     ids = special_ids_of(tok)
     template = make_template(info["template"]["name"], tok, ids, image_tokens_of(model),
                              jinja=info["template"].get("chat_template"))
     ends = {info["special_tokens"].get("end_of_turn"), tok.eos_token_id}
     return ChatModel(model, tok, processor, template, sorted(i for i in ends if i is not None))
-
-
-def _as_pil(image):
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, (bytes, bytearray)):
-        return Image.open(io.BytesIO(image)).convert("RGB")
-    path = Path(image)
-    if not path.is_file():
-        raise ChatError(f"image {path} does not exist")
-    try:
-        return Image.open(path).convert("RGB")
-    except OSError as e:
-        raise ChatError(f"image {path} cannot be read: {e}") from None
-
-
-def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
-    """Messages as {role, content} with roles system/user/assistant and one placeholder per image.
-
-    When no message has a placeholder, the images go before the text of the last user turn.
-    """
-    out = []
-    for i, m in enumerate(messages):
-        role = ROLE.get(m.get("role", m.get("from", "")))
-        if role is None:
-            raise ChatError(f"message {i}: unknown role {m.get('role', m.get('from'))!r} (system, user, assistant)")
-        out.append({"role": role, "content": str(m.get("content", m.get("value", "")))})
-    if not out or out[-1]["role"] != "user":
-        raise ChatError("the last message must be from the user")
-    placeholders = sum(m["content"].count(IMAGE) for m in out)
-    if placeholders == 0 and n_images:
-        out[-1]["content"] = IMAGE * n_images + "\n" + out[-1]["content"]
-    elif placeholders != n_images:
-        raise ChatError(f"{placeholders} {IMAGE} placeholder(s) in the messages but {n_images} image(s) given")
-    return out
 
 
 @torch.no_grad()
@@ -106,7 +67,7 @@ def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), m
     inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=chat.device)}
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if images:
-        pixels = chat.image_processor(images=[_as_pil(im) for im in images], return_tensors="pt")["pixel_values"]
+        pixels = chat.image_processor(images=[as_pil(im) for im in images], return_tensors="pt")["pixel_values"]
         inputs["pixel_values"] = pixels.to(chat.device, next(chat.model.parameters()).dtype)
     out = chat.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
                               min_new_tokens=min_new_tokens, eos_token_id=chat.end_ids, pad_token_id=chat.tokenizer.pad_token_id, **generate_kwargs)
@@ -148,19 +109,20 @@ def chat_loop(chat: ChatModel, images: Sequence[str] = (), prompts: Sequence[str
         if text.strip() == "/reset":
             history, all_images, pending = history[:1] if system else [], [], []
             continue
-        if text.startswith("/image "):
-            pending.append(text.split(None, 1)[1].strip())
+        try:
+            if text.startswith("/image "):
+                path = text.split(None, 1)[1].strip()
+                check_image(path)  # refused now, not at the next message
+                pending.append(path)
+                continue
+            check_turn(text, len(pending))
+            turn_images = [as_pil(p) for p in pending]
+        except ChatError as e:
+            if not interactive:
+                raise  # a scripted chat stops with the error (exit 1), it does not skip the turn
+            console.print(f"[red]{e}[/]", highlight=False)
             continue
         content = text if IMAGE in text or not pending else IMAGE * len(pending) + "\n" + text
-        if content.count(IMAGE) != len(pending):
-            console.print(f"[red]{content.count(IMAGE)} {IMAGE} placeholder(s) but {len(pending)} attached image(s)[/]")
-            continue
-        try:
-            turn_images = [_as_pil(p) for p in pending]
-        except ChatError as e:
-            console.print(f"[red]{e}[/]")
-            pending = []
-            continue
         history.append({"role": "user", "content": content})
         answer = generate(chat, history, all_images + turn_images, max_new_tokens=max_new_tokens)
         all_images += turn_images

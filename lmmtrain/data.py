@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lmmdata.hub import local_path
 from lmmdata.shards import ShardError, open_tables, read_manifest
 from lmmdata.template import IGNORE
 
@@ -37,24 +38,25 @@ def check_compatible(dirs: list[str]) -> dict:
 
 
 def image_processor_for(source: str | None, vision_config):
-    """The vision model's image processor (fast variant when torchvision is installed)."""
-    from transformers import AutoImageProcessor, CLIPImageProcessor, SiglipImageProcessor
+    """The vision model's image processor: torchvision backend when installed, else PIL (asked for
+    explicitly, so transformers has no fallback to warn about)."""
+    import transformers
+    from transformers import AutoImageProcessor
     from transformers.utils import is_torchvision_available
 
-    fast = is_torchvision_available()
+    backend = "torchvision" if is_torchvision_available() else "pil"
     if source:
+        source = local_path(source, "vision")
         try:
-            return AutoImageProcessor.from_pretrained(source, use_fast=fast)
+            return AutoImageProcessor.from_pretrained(source, backend=backend)
         except (OSError, ValueError):
             pass  # a vision config without a processor file: build the standard one below
     size = vision_config.image_size
-    if vision_config.model_type.startswith("siglip"):
-        return SiglipImageProcessor(size={"height": size, "width": size})
-    if fast:
-        from transformers import CLIPImageProcessorFast
-
-        return CLIPImageProcessorFast(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    kind = "Siglip" if vision_config.model_type.startswith("siglip") else "CLIP"
+    cls = getattr(transformers, f"{kind}ImageProcessor{'Pil' if backend == 'pil' else ''}")
+    if kind == "Siglip":
+        return cls(size={"height": size, "width": size})
+    return cls(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 class ShardDataset(torch.utils.data.Dataset):

@@ -14,40 +14,14 @@ from typing import Any
 
 import torch
 
+from lmmdata.config import ConfigError
+from lmmdata.hub import local_path
 from lmmdata.tokenizer import IM_END, IM_START, IMAGE_TOKEN, gguf_hint, is_gguf, pretrained_source
 
-PROJECTORS = ("vipllava", "mlp2x_gelu")
-ATTN_CHOICES = ("auto", "sdpa", "flash_attention_2", "flex_attention", "eager")
-FEATURE_LAYER = -2
+from .config import ATTN_CHOICES, PROJECTORS  # noqa: F401  (re-exported: the model's choices)
+from .presets import PRESETS
 
-# Built-in presets: random weights from configs, no download. `tiny` matches the
-# demo's shards: 64 px / patch 16 -> 16 image tokens, Qwen2 body with the real
-# Qwen2.5 vocabulary (vocab size follows the shard tokenizer).
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {
-        "vision": dict(model_type="clip_vision_model", image_size=64, patch_size=16, hidden_size=64,
-                       intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, projection_dim=64),
-        "text": dict(model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                     rope_theta=10000.0, tie_word_embeddings=False),
-    },
-    "small": {  # still CPU-friendly, for quick experiments that should learn something
-        "vision": dict(model_type="clip_vision_model", image_size=224, patch_size=32, hidden_size=256,
-                       intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4, projection_dim=256),
-        "text": dict(model_type="qwen2", hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                     rope_theta=10000.0, tie_word_embeddings=False),
-    },
-    # real shapes, random weights: CLIP ViT-L/14 at 336 px (576 image tokens) + a Qwen2.5-0.5B body.
-    # For GPU throughput / MFU measurements (benchmarks/gpu_stages.py) without downloading anything.
-    "bench": {
-        "vision": dict(model_type="clip_vision_model", image_size=336, patch_size=14, hidden_size=1024,
-                       intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, projection_dim=768),
-        "text": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                     num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                     rope_theta=1000000.0, tie_word_embeddings=False),
-    },
-}
+FEATURE_LAYER = -2
 
 
 class ModelError(ValueError):
@@ -75,7 +49,9 @@ def vision_config_of(vision: str):
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(vision)
+        config = AutoConfig.from_pretrained(local_path(vision, "--vision"))
+    except ConfigError:
+        raise
     except (OSError, ValueError) as e:
         raise ModelError(f"cannot load vision config {vision!r}: {e}") from e
     config = getattr(config, "vision_config", config)
@@ -103,9 +79,10 @@ def build_model(cfg, tokenizer, image_ids: dict[str, int], dtype: torch.dtype = 
     if pretrained and not (cfg.vision and cfg.lm):
         raise ModelError("give both `vision` and `lm` (or neither, to use a preset)")
     if pretrained:
-        vision_config = vision_config_of(cfg.vision)
-        _check_lm_tokenizer(cfg.lm, tokenizer)
-        lm = _load_lm(cfg.lm, dtype)
+        vision_src, lm_src = local_path(cfg.vision, "--vision"), local_path(cfg.lm, "--lm")
+        vision_config = vision_config_of(vision_src)
+        _check_lm_tokenizer(lm_src, tokenizer)
+        lm = _load_lm(lm_src, dtype)
         text_config = lm.config
     else:
         if cfg.preset not in PRESETS:
@@ -125,7 +102,7 @@ def build_model(cfg, tokenizer, image_ids: dict[str, int], dtype: torch.dtype = 
     config.pad_token_id = tokenizer.pad_token_id
     model = cls._from_config(config, attn_implementation=default_attn(cfg.attn), dtype=dtype)
     if pretrained:
-        vision = AutoModel.from_pretrained(cfg.vision, dtype=dtype)
+        vision = AutoModel.from_pretrained(vision_src, dtype=dtype)
         _copy_vision(model.model.vision_tower, vision)
         model.model.language_model.load_state_dict(lm.model.state_dict())
         model.lm_head.load_state_dict(lm.get_output_embeddings().state_dict())

@@ -13,11 +13,14 @@ import dataclasses
 import hashlib
 import json
 import math
+import gc
 import os
+import shutil
 import socket
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
@@ -26,17 +29,28 @@ from lmmdata.config import ConfigError
 from lmmdata.shards import MANIFEST, load_shard_tokenizer, read_manifest
 from lmmdata.stats import console
 
+from .config import LMM_CONFIG, check, check_checkpoint
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
-from .model import (ATTN_CHOICES, ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
+from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
                     special_ids_of, train_token_rows)
 from .step import add_blank_image, loss_sum
 
-LMM_CONFIG = "lmm_config.json"
 CHECKPOINT_FORMAT = "lmm-checkpoint"
 
 # Dense bf16 peak FLOP/s per GPU, for MFU (matched against torch.cuda.get_device_name()).
 PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "H800": 989e12, "A100": 312e12, "A800": 312e12,
               "L40S": 362e12, "L40": 181e12, "A10G": 70e12, "A10": 125e12, "L4": 121e12, "4090": 165e12}
+
+
+def quiet_libraries() -> None:
+    """Silence what a user cannot act on: transformers' per-file tqdm bars (weights load/save) and
+    DeepSpeed's "Setting accelerator to CPU" warning on machines without a GPU (CPU is meant there)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()) \
+            and not torch.backends.mps.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 
 def peak_flops() -> float | None:
@@ -83,7 +97,19 @@ class LmmTrainer(Trainer):
         self.flop_model = FlopModel.of(_unwrap(self.model), stage)
         self.image_tokens = image_tokens
         self.peak = peak_flops()
+        self.step_loss = None  # this rank's loss of the step in progress (sum over accumulation), detached
         self._reset_meter()
+
+    def take_step_loss(self):
+        """The finished step's loss on this rank (a detached tensor, or None); the next step starts from zero."""
+        loss, self.step_loss = self.step_loss, None
+        return loss
+
+    def tokens_per_s(self) -> float | None:
+        """Real tokens per second, all ranks, since the last log line."""
+        m = self.meter
+        elapsed = time.perf_counter() - m["t0"]
+        return m["real"] * self.args.world_size / elapsed if m["real"] and elapsed > 0 else None
 
     def _reset_meter(self) -> None:
         self.meter = {"real": 0, "slots": 0, "images": 0, "trained": 0, "flops": 0.0, "t0": time.perf_counter()}
@@ -95,6 +121,9 @@ class LmmTrainer(Trainer):
         loss, n = loss_sum(model, inputs)
         denom = num_items_in_batch if num_items_in_batch is not None else max(n, 1)
         loss = loss / denom
+        if model.training:
+            part = loss.detach()
+            self.step_loss = part if self.step_loss is None else self.step_loss + part
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         if stats and model.training:
@@ -144,11 +173,19 @@ def _unwrap(model, peft: bool = True):
 
 
 class RichProgress(TrainerCallback):
-    """A rich progress bar with the latest loss and throughput (replaces the tqdm bar)."""
+    """A rich progress bar with a live loss and throughput (replaces the tqdm bar).
 
-    def __init__(self) -> None:
+    Between log lines the bar shows the loss of the latest step on this rank and the
+    tokens/s since the last log, refreshed at most every `every` seconds (reading the
+    loss is a device sync, so not at every step on a GPU).
+    """
+
+    def __init__(self, every: float = 0.5) -> None:
         self.progress = None
         self.task = None
+        self.trainer: "LmmTrainer | None" = None  # set once the trainer exists
+        self.every = every
+        self.shown = 0.0
         self.last: dict[str, Any] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -162,8 +199,15 @@ class RichProgress(TrainerCallback):
             self.task = self.progress.add_task("train", total=state.max_steps, completed=state.global_step, info="")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.progress:
-            self.progress.update(self.task, completed=state.global_step)
+        loss = self.trainer.take_step_loss() if self.trainer is not None else None
+        if not self.progress:
+            return
+        self.progress.update(self.task, completed=state.global_step)
+        now = time.perf_counter()
+        if loss is not None and now - self.shown >= self.every:
+            self.shown = now
+            rate = self.trainer.tokens_per_s()
+            self.progress.update(self.task, info=f"loss {float(loss):.4f}" + (f"  {rate:,.0f} tok/s" if rate else ""))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.progress and logs and "loss" in logs:
@@ -192,11 +236,28 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _single_process_env() -> None:
-    """Let DeepSpeed start without a launcher (one process) by filling the rendezvous variables."""
-    if "RANK" not in os.environ and "OMPI_COMM_WORLD_RANK" not in os.environ:
-        os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1",
-                          MASTER_PORT=str(_free_port()))
+def _single_process_env() -> dict[str, str] | None:
+    """Let DeepSpeed start without a launcher (one process) by filling the rendezvous variables.
+
+    Returns the environment as it was (None when a launcher set it up), so that the run can put it
+    back and end its world-of-one state when it ends (`_end_single_process`): otherwise RANK,
+    MASTER_PORT, ACCELERATE_* and accelerate's DeepSpeed state leak into every later run in this
+    process and into every process it starts."""
+    if "RANK" in os.environ or "OMPI_COMM_WORLD_RANK" in os.environ:
+        return None
+    before = dict(os.environ)
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    return before
+
+
+def _end_single_process(before: dict[str, str]) -> None:
+    from accelerate.state import AcceleratorState
+
+    finish_distributed()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    for key in set(os.environ) - set(before):
+        del os.environ[key]
+    os.environ.update(before)
 
 
 def _cpu_deepspeed_state() -> None:
@@ -217,18 +278,13 @@ def _load_model(cfg, tokenizer, image_ids):
         lmm = read_lmm_config(cfg.init)
         model = load_checkpoint(cfg.init, cfg.attn)
         return model, lmm
-    if cfg.stage == "stage2":
-        raise ConfigError("stage2 starts from a stage-1 checkpoint: pass --init STAGE1_OUT")
     torch.manual_seed(cfg.seed)
     return build_model(cfg, tokenizer, image_ids), None
 
 
 def read_lmm_config(path: str) -> dict:
-    p = Path(path) / LMM_CONFIG
-    if not p.is_file():
-        raise ConfigError(f"{path} is not a finished lmmtrain checkpoint (no {LMM_CONFIG}); "
-                          "give the output directory of a completed stage")
-    return json.loads(p.read_text(encoding="utf-8"))
+    check_checkpoint(path, "checkpoint")
+    return json.loads((Path(path) / LMM_CONFIG).read_text(encoding="utf-8"))
 
 
 def _apply_lora(model, cfg):
@@ -247,9 +303,6 @@ def training_args(cfg) -> TrainingArguments:
         raise ConfigError("--bf16 needs a GPU with bf16 support; leave it unset (auto) or pass --no-bf16 here")
     extra: dict[str, Any] = {}
     if cfg.deepspeed:
-        if not Path(cfg.deepspeed).is_file():
-            raise ConfigError(f"DeepSpeed config {cfg.deepspeed} does not exist (see pipelines/deepspeed/)")
-        _single_process_env()
         if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             extra["accelerator_config"] = {"use_configured_state": True}
             _cpu_deepspeed_state()
@@ -284,21 +337,13 @@ def run_stage(cfg) -> dict[str, Any]:
 
 def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
     """`run_stage`, also returning the trainer (its model is the one that was saved)."""
-    from transformers.trainer_utils import get_last_checkpoint
+    from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
     out = Path(cfg.out)
     if cfg.stage not in ("stage1", "stage2"):
         raise ConfigError(f"unknown stage {cfg.stage!r}")
-    if (out / LMM_CONFIG).exists() and not cfg.resume:
-        raise ConfigError(f"{out} already holds a finished checkpoint; choose another --out or delete it")
-    if getattr(cfg, "lora", False) and cfg.deepspeed and Path(cfg.deepspeed).is_file() and \
-            json.loads(Path(cfg.deepspeed).read_text()).get("zero_optimization", {}).get("stage") == 3:
-        raise ConfigError("--lora merges the adapters into whole weights at the end; use ZeRO-2 "
-                          "(pipelines/deepspeed/zero2.json): LoRA leaves little optimizer state to partition anyway")
-    if cfg.layout not in ("auto", "flat", "rows"):
-        raise ConfigError(f"layout must be auto, flat or rows, not {cfg.layout!r}")
-    if cfg.attn not in ATTN_CHOICES:
-        raise ConfigError(f"attn must be one of {', '.join(ATTN_CHOICES)}, not {cfg.attn!r}")
+    check(cfg)
+    quiet_libraries()
     if cfg.attn == "flex_attention" and not torch.cuda.is_available():
         raise ConfigError("attn flex_attention trains only on a GPU (PyTorch has no flex-attention backward on CPU); "
                           "use sdpa here")
@@ -316,10 +361,6 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
         raise ConfigError(str(e)) from e
     counts = freeze_for_stage(model, cfg.stage)
     if getattr(cfg, "train_image_token_embeddings", False):
-        if cfg.weight_decay:
-            raise ConfigError("train_image_token_embeddings needs weight_decay 0 (decay would move every embedding row)")
-        if cfg.deepspeed and json.loads(Path(cfg.deepspeed).read_text()).get("zero_optimization", {}).get("stage") == 3:
-            raise ConfigError("train_image_token_embeddings masks gradients of the whole embedding; use ZeRO-2")
         train_token_rows(model, list(image_ids.values()))
         counts["trainable"] += len(image_ids) * model.get_input_embeddings().weight.shape[1]
     if getattr(cfg, "lora", False):
@@ -329,6 +370,7 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
     dataset = ShardDataset(list(cfg.data), processor)
     attn = model.config._attn_implementation if hasattr(model.config, "_attn_implementation") else default_attn(cfg.attn)
     layout = cfg.layout if cfg.layout != "auto" else ("flat" if attn == "flash_attention_2" else "rows")
+    env_before = _single_process_env() if cfg.deepspeed else None
     args = training_args(cfg)
     resume = get_last_checkpoint(cfg.out) if cfg.resume == "auto" else cfg.resume
     if cfg.resume == "auto" and resume is None:
@@ -342,6 +384,7 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
                          image_tokens=manifest["image_tokens"], special=manifest["special_tokens"],
                          data_collator=PackedCollator(tokenizer.pad_token_id, layout), callbacks=[progress])
     trainer.remove_callback(PrinterCallback)  # the rich bar prints the logs
+    progress.trainer = trainer
     t0 = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     elapsed = time.perf_counter() - t0
@@ -353,7 +396,56 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
         **{k: progress.last[k] for k in ("tokens_per_s", "pad_share", "image_token_share", "mfu") if k in progress.last},
     }
     save_final(trainer, cfg, tokenizer, processor, manifest, summary)
+    if not cfg.keep_checkpoints and trainer.is_local_process_zero():
+        for d in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):  # resumable states; the finished model is what remains
+            shutil.rmtree(d, ignore_errors=True)
+    release_engine(trainer)
+    if env_before is not None:  # a world of one started here: end it, the process is as it was before the run
+        _end_single_process(env_before)
     return trainer, summary
+
+
+def release_engine(trainer: LmmTrainer) -> None:
+    """Drop DeepSpeed's hooks and in-flight communication handles while the interpreter is fully alive.
+
+    ZeRO-3 keeps prefetch handles and module hooks on its engine. Left to interpreter
+    shutdown, a gloo/NCCL worker thread can drop the last reference to such work while
+    Python finalizes; it then needs the GIL and the process aborts ("terminate called
+    without an active exception") after a run that succeeded.
+    """
+    engine = getattr(trainer, "model_wrapped", None) if trainer.is_deepspeed_enabled else None
+    if engine is not None and hasattr(engine, "destroy"):
+        engine.destroy()
+    gc.collect()
+
+
+def finish_distributed() -> bool:
+    """Leave a distributed run cleanly: free what holds communication work, wait for every rank, destroy the
+    groups. True when there was a process group to leave."""
+    import torch.distributed as dist
+
+    gc.collect()
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    dist.barrier()
+    dist.destroy_process_group()
+    gc.collect()
+    return True
+
+
+def end_process(code: int) -> NoReturn:
+    """End a distributed worker once its work is done and every rank has passed `finish_distributed`.
+
+    The communication library's groups outlive `destroy_process_group` (DeepSpeed keeps them on every
+    ZeRO-3 parameter and in module globals), so interpreter shutdown would tear down gloo/NCCL threads
+    and connections in arbitrary order while the other ranks exit too; that race aborted rank 1 now and
+    then ("terminate called without an active exception") after a run that had finished and saved.
+    Everything is written and flushed here, so the process skips that teardown.
+    """
+    console.file.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, summary: dict) -> None:

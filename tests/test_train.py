@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,7 +157,7 @@ def test_collator_isolates_samples_and_pads_as_own_block():
 
 
 def test_resume_continues_from_the_saved_step(sample_shards, tmp_path, monkeypatch):
-    base = dict(data=[str(sample_shards)], max_steps=4, save_steps=2, batch_rows=1, lr=1e-2)
+    base = dict(data=[str(sample_shards)], max_steps=4, save_steps=2, batch_rows=1, lr=1e-2, keep_checkpoints=True)
     full, _ = train_stage(small(Stage1Config, out=str(tmp_path / "a"), **base))
     assert (tmp_path / "a" / "checkpoint-2").is_dir()
     fetched = []
@@ -213,17 +214,18 @@ def test_zero3_two_ranks_with_and_without_images_does_not_hang(sample_data, qwen
         {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "Coffee."}]}]
     text = pack_records(write_jsonl(tmp_path / "text.jsonl", recs[:4]), tmp_path / "text", qwen_dir, sample_data.parent)
     image = pack_records(write_jsonl(tmp_path / "img.jsonl", recs[4:]), tmp_path / "img", qwen_dir, sample_data.parent)
-    log = tmp_path / "ranks.json"
+    log = tmp_path / "rows"
     from lmmtrain.stages import _free_port
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
            str(ROOT / "tests" / "dist_train.py"), str(text), str(image), str(tmp_path / "out"), str(log)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=ROOT)
+    env = {**os.environ, "TMPDIR": str(tmp_path)}  # torchrun's torchelastic_* log dir lands here, not in /tmp
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=420, cwd=ROOT, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    seen = json.loads(log.read_text())
-    per_rank = [sorted({r for step in rank for r in step}) for rank in seen.values()]
+    per_rank = [sorted({int(r) for r in (tmp_path / f"rows.{rank}").read_text().split()}) for rank in (0, 1)]
     assert sorted(per_rank) == [[0], [1]]  # row 0 (text only) on one rank, row 1 (image) on the other
     assert (tmp_path / "out" / LMM_CONFIG).is_file()
+    assert "lmmtrain stage1: summary" in proc.stderr + proc.stdout and "terminate called" not in proc.stderr
 
 
 def test_stage_cli_and_chat(stage1_run, sample_data, tmp_path):
@@ -239,6 +241,42 @@ def test_stage_cli_and_chat(stage1_run, sample_data, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "lmmtrain.cli", "stage2", "-d", str(tmp_path), "-o", str(tmp_path / "o")],
                          capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert bad.returncode == 1 and "manifest" in bad.stderr
+
+
+def test_interactive_chat_refuses_a_missing_image_at_once(stage1_run, sample_data):
+    """`/image /nonexistent.jpg` is refused when typed (not at the next message); the chat goes on and exits 0."""
+    img = sample_data.parent / "images" / "coffee.jpg"
+    script = f"/image /nonexistent.jpg\nHello?\n/image {img}\n<image> and <image>?\nWhat is it?\n/quit\n"
+    proc = subprocess.run([sys.executable, "-m", "lmmtrain.cli", "chat", str(stage1_run[0]), "--max-new-tokens", "3"],
+                          input=script, capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "image /nonexistent.jpg: no such file" in proc.stdout
+    assert "2 <image> placeholder(s) in '<image> and <image>?' but 1 image(s) attached" in proc.stdout
+    assert proc.stdout.count("assistant:") == 2 and "2 answer(s)" in proc.stderr  # "Hello?" and "What is it?"
+
+
+def test_final_model_stays_and_resumable_checkpoints_go_unless_kept(sample_shards, tmp_path):
+    for keep in (False, True):
+        out = tmp_path / f"keep-{keep}"
+        train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=2, save_steps=1,
+                          keep_checkpoints=keep))
+        left = sorted(p.name for p in out.glob("checkpoint-*"))
+        assert left == (["checkpoint-1", "checkpoint-2"] if keep else [])
+        assert (out / LMM_CONFIG).is_file() and (out / "model.safetensors").is_file()
+
+
+def test_progress_bar_shows_loss_and_throughput_between_log_lines(sample_shards, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "lmmtrain.cli", "stage1", "-d", str(sample_shards), "-o",
+                           str(tmp_path / "s1"), "--max-steps", "3", "--logging-steps", "1000", "--workers", "0",
+                           "--batch-rows", "1"], capture_output=True, text=True, timeout=300, cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "200"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step 3:" not in proc.stderr  # no log line in this run (logging every 1000 steps) ...
+    bar = [line for line in proc.stderr.splitlines() if line.startswith("training")]
+    assert bar and "3/3 loss " in bar[-1] and " tok/s" in bar[-1], bar  # ... the bar still shows both
+    noise = ("Loading weights", "Writing model shards", "Setting accelerator", "use_fast", "torchvision")
+    assert not [n for n in noise if n in proc.stdout + proc.stderr]
 
 
 def test_generate_with_0_1_2_images_and_multi_turn(stage1_run, sample_data):

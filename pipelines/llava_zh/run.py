@@ -67,8 +67,11 @@ def plan(cfg: dict) -> list[Step]:
 
 
 def command(step: Step, config_file: Path, nproc: int) -> list[str]:
+    """The step's command line, run by this very interpreter (no `python`/`torchrun` looked up on PATH,
+    so the recipe works from any venv without activating it)."""
     if step.tool == "lmmtrain":
-        launcher = ["torchrun", f"--nproc_per_node={nproc}"] if nproc > 1 else [sys.executable]
+        launcher = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"] if nproc > 1 \
+            else [sys.executable]
         return [*launcher, "-m", "lmmtrain.cli", step.command, "--config", str(config_file)]
     return [sys.executable, "-m", "lmmdata.cli", step.command, "--config", str(config_file)]
 
