@@ -35,7 +35,7 @@ from .records import BadRecord, images_of, iter_valid
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ShardWriter, write_manifest
 from .stats import Stats
 from .template import IGNORE, NAMES, TemplateError, make_template, messages_of, special_tokens_for
-from .tokenizer import TokenizerError, add_image_tokens, load_tokenizer, vocab_hash
+from .tokenizer import TokenizerError, add_image_tokens, load_tokenizer, save_tokenizer, vocab_hash
 
 CHUNK = 256  # records tokenized together (one batched tokenizer call)
 LENGTH_BUCKET = 128  # width of the sample-length histogram buckets in the manifest
@@ -273,7 +273,7 @@ def _pack_into(cfg: PackConfig, stats: Stats, staging: Path, tok, template, n_to
     packing = tally.as_dict()
     stats.extra["real_token_fraction"] = packing["real_token_fraction"]
     stats.extra["naive_padding_fraction"] = packing["naive_padding_fraction"]
-    tok.save_pretrained(staging / TOKENIZER_DIR)
+    save_tokenizer(tok, staging / TOKENIZER_DIR)
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

@@ -117,6 +117,24 @@ def load_tokenizer(name_or_path: str):
     return tok
 
 
+def save_tokenizer(tok, directory: str | os.PathLike) -> None:
+    """`save_pretrained`, plus what it drops but loading needs: Llama's `legacy` flag (whether SentencePiece puts a
+    `▁` after special tokens). Without it the tokenizer reloads with the other behaviour and other ids."""
+    tok.save_pretrained(directory)
+    keep_flags(tok, directory)
+
+
+def keep_flags(tok, directory: str | os.PathLike) -> None:
+    legacy = getattr(tok, "legacy", None)
+    path = Path(directory) / "tokenizer_config.json"
+    if legacy is None or not path.is_file():
+        return
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if config.get("legacy") != legacy:
+        config["legacy"] = legacy
+        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def is_gguf(path: str) -> bool:
     return str(path).endswith(".gguf") and Path(path).is_file()
 

@@ -122,7 +122,7 @@ def chat_loop(chat: ChatModel, images: Sequence[str] = (), prompts: Sequence[str
                 raise  # a scripted chat stops with the error (exit 1), it does not skip the turn
             console.print(f"[red]{e}[/]", highlight=False)
             continue
-        content = text if IMAGE in text or not pending else IMAGE * len(pending) + "\n" + text
+        content = text if IMAGE in text or not pending else (IMAGE + "\n") * len(pending) + text
         history.append({"role": "user", "content": content})
         answer = generate(chat, history, all_images + turn_images, max_new_tokens=max_new_tokens)
         all_images += turn_images

@@ -77,7 +77,8 @@ def as_pil(image):
 def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
     """Messages as {role, content} with roles system/user/assistant and one placeholder per image.
 
-    When no message has a placeholder, the images go before the text of the last user turn.
+    When no message has a placeholder, the images go before the text of the last user turn, each as
+    `<image>\n` (how a list-of-parts message with image parts first renders).
     """
     out = []
     for i, m in enumerate(messages):
@@ -89,7 +90,7 @@ def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
         raise ChatError("the last message must be from the user")
     placeholders = sum(m["content"].count(IMAGE) for m in out)
     if placeholders == 0 and n_images:
-        out[-1]["content"] = IMAGE * n_images + "\n" + out[-1]["content"]
+        out[-1]["content"] = (IMAGE + "\n") * n_images + out[-1]["content"]
     elif placeholders != n_images:
         raise ChatError(f"{placeholders} {IMAGE} placeholder(s) in the messages but {n_images} image(s) given")
     return out

@@ -11,11 +11,11 @@ from typing import Any
 # demo's shards: 64 px / patch 16 -> 16 image tokens, Qwen2 body with the real
 # Qwen2.5 vocabulary (vocab size follows the shard tokenizer).
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "tiny": {
+    "tiny": {  # head_dim 32 in both towers: vLLM's CPU attention refuses 16
         "vision": dict(model_type="clip_vision_model", image_size=64, patch_size=16, hidden_size=64,
-                       intermediate_size=128, num_hidden_layers=3, num_attention_heads=4, projection_dim=64),
+                       intermediate_size=128, num_hidden_layers=3, num_attention_heads=2, projection_dim=64),
         "text": dict(model_type="qwen2", hidden_size=64, intermediate_size=160, num_hidden_layers=2,
-                     num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                     num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
                      rope_theta=10000.0, tie_word_embeddings=False),
     },
     "small": {  # still CPU-friendly, for quick experiments that should learn something

@@ -28,7 +28,9 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 from lmmdata.config import ConfigError
 from lmmdata.shards import MANIFEST, load_shard_tokenizer, read_manifest
 from lmmdata.stats import console
+from lmmdata.template import make_template
 
+from . import checkpoint
 from .config import LMM_CONFIG, check, check_checkpoint
 from .data import PackedCollator, ShardDataset, check_compatible, image_processor_for
 from .model import (ModelError, build_model, check_fits, default_attn, freeze_for_stage, load_checkpoint,
@@ -449,17 +451,19 @@ def end_process(code: int) -> NoReturn:
 
 
 def save_final(trainer: LmmTrainer, cfg, tokenizer, processor, manifest: dict, summary: dict) -> None:
-    """Model + tokenizer + image processor, then lmm_config.json (its presence marks a finished stage)."""
+    """The checkpoint directory (`lmmtrain/checkpoint.py` says what it holds), lmm_config.json last."""
     out = Path(cfg.out)
     model = trainer.model
     if getattr(cfg, "lora", False):
         model = _unwrap(trainer.model_wrapped if trainer.is_deepspeed_enabled else model, peft=False).merge_and_unload()
         trainer.model = model
+    checkpoint.prepare_config(_unwrap(model), manifest["image_tokens"])
     trainer.save_model(str(out))
     if not trainer.is_world_process_zero():
         return
-    tokenizer.save_pretrained(out)
-    processor.save_pretrained(out)
+    template = make_template(manifest["template"]["name"], tokenizer, special_ids_of(tokenizer),
+                             manifest["image_tokens"], jinja=manifest["template"].get("chat_template"))
+    checkpoint.write_client_files(out, _unwrap(model).config, tokenizer, processor, template, manifest["special_tokens"])
     info = {
         "format": CHECKPOINT_FORMAT, "version": 1, "stage": cfg.stage, "parent": cfg.init,
         "trained": list(cfg.trains) if not getattr(cfg, "lora", False) else ["projector", "lm (LoRA, merged)"],

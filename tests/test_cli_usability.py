@@ -61,7 +61,7 @@ def test_help_texts_the_issue_quoted():
     assert "Fraction of text-only records in the output, in [0, 1). [default: 0.2]" in mix
     assert "Random seed. [default: 0]" in mix
     assert "Tokens per packed row. [default: 2048]" in help_text(data_app, "pack")
-    assert "--template <auto|chatml|qwen2|llama3|vicuna>" in help_text(data_app, "pack")
+    assert "--template <auto|chatml|qwen2|llama3|vicuna|plain>" in help_text(data_app, "pack")
     assert "--lang <zh|en|auto>" in help_text(data_app, "make-negatives")
     s1, s2 = help_text(train_app, "stage1"), help_text(train_app, "stage2")
     assert "Peak learning rate. [default: 0.001]" in s1 and "Peak learning rate. [default: 2e-05]" in s2
