@@ -59,9 +59,9 @@ def load_chat_model(path: str | os.PathLike, device: str | None = None, attn: st
 
 
 @torch.no_grad()
-def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), max_new_tokens: int = 128,
-             do_sample: bool = False, min_new_tokens: int = 1, **generate_kwargs) -> str:
-    """The assistant's next answer to `messages`, with `images` in placeholder order (greedy by default)."""
+def generate_ids(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), max_new_tokens: int = 128,
+                 do_sample: bool = False, min_new_tokens: int = 1, **generate_kwargs) -> tuple[list[int], list[int]]:
+    """(prompt ids, generated ids) for the assistant's next answer (greedy by default)."""
     msgs = normalise(messages, len(images))
     ids, _, n = chat.template.encode(chat.template.render(msgs, add_generation_prompt=True))
     inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=chat.device)}
@@ -71,7 +71,14 @@ def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), m
         inputs["pixel_values"] = pixels.to(chat.device, next(chat.model.parameters()).dtype)
     out = chat.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
                               min_new_tokens=min_new_tokens, eos_token_id=chat.end_ids, pad_token_id=chat.tokenizer.pad_token_id, **generate_kwargs)
-    return chat.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+    return ids, out[0, len(ids):].tolist()
+
+
+def generate(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), max_new_tokens: int = 128,
+             do_sample: bool = False, min_new_tokens: int = 1, **generate_kwargs) -> str:
+    """The assistant's next answer to `messages`, with `images` in placeholder order (greedy by default)."""
+    _, new = generate_ids(chat, messages, images, max_new_tokens, do_sample, min_new_tokens, **generate_kwargs)
+    return chat.tokenizer.decode(new, skip_special_tokens=True).strip()
 
 
 HELP = "commands: /image PATH (attach to your next message; repeatable), /reset, /quit"

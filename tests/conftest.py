@@ -116,3 +116,14 @@ def stage1_run(sample_shards, tmp_path_factory):
     trainer, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=3,
                                          report_to="tensorboard"))
     return out, trainer, summary
+
+
+@pytest.fixture(scope="session")
+def memo_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
+    """Four photos, each with one short answer to learn by heart (one packed row)."""
+    names = ["astronaut", "chelsea", "coffee", "rocket"]
+    recs = [{"id": n, "image": f"images/{n}.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": f"This is the {n} photo."}]}
+        for n in names]
+    f = write_jsonl(tmp_path_factory.mktemp("memo") / "memo.jsonl", recs)
+    return pack_records(f, tmp_path_factory.mktemp("shards") / "memo", qwen_dir, sample_data.parent)

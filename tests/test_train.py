@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,17 +20,6 @@ from lmmtrain.stages import LMM_CONFIG, train_stage
 from lmmtrain.step import loss_sum
 
 
-
-
-@pytest.fixture(scope="session")
-def memo_shards(sample_data, qwen_dir, tmp_path_factory) -> Path:
-    """Four photos, each with one short answer to learn by heart (one packed row)."""
-    names = ["astronaut", "chelsea", "coffee", "rocket"]
-    recs = [{"id": n, "image": f"images/{n}.jpg", "conversations": [
-        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": f"This is the {n} photo."}]}
-        for n in names]
-    f = write_jsonl(tmp_path_factory.mktemp("memo") / "memo.jsonl", recs)
-    return pack_records(f, tmp_path_factory.mktemp("shards") / "memo", qwen_dir, sample_data.parent)
 
 
 def state(model, part: str) -> dict[str, torch.Tensor]:

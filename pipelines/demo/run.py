@@ -101,7 +101,10 @@ def chat_answers(checkpoint: Path, images: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("runs/demo"))
-    out = ap.parse_args().out
+    ap.add_argument("--projector", default="vipllava", choices=("vipllava", "mlp2x_gelu"),
+                    help="vipllava (DESIGN.md's LayerNorm MLP) or mlp2x_gelu (LLaVA-1.5's, served by vLLM's own Llava)")
+    args = ap.parse_args()
+    out = args.out
     t0 = time.time()
 
     console.print(Rule("[bold]build sample"))
@@ -124,7 +127,8 @@ def main() -> None:
          "--image-tokens", str(IMAGE_TOKENS), "--image-size", str(IMAGE_SIZE), "--overwrite")
 
     stage1, stage2 = out / "stage1", out / "stage2"
-    step("stage1", "lmmtrain.cli", "stage1", "-c", HERE / "stage1.yaml", "-d", shards, "-o", stage1, *fresh(stage1))
+    step("stage1", "lmmtrain.cli", "stage1", "-c", HERE / "stage1.yaml", "-d", shards, "-o", stage1,
+         "--projector", args.projector, *fresh(stage1))
     step("stage2", "lmmtrain.cli", "stage2", "-c", HERE / "stage2.yaml", "-d", shards, "-o", stage2,
          "--init", stage1, *fresh(stage2))
     chat_answers(stage2, out / "data" / "images")
