@@ -53,6 +53,7 @@ def test_llava_zh_recipe_dry_run_writes_valid_step_configs(tmp_path):
     assert resolved["stage1"].lr == 1e-3 and resolved["stage1"].vision == "openai/clip-vit-large-patch14-336"
     assert resolved["pack_instruct"].image_tokens == 576 and resolved["pack_instruct"].inputs == [resolved["make_negatives"].out]
     assert resolved["stage2"].data == [resolved["pack_instruct"].out]
+    assert resolved["pack_pretrain"].template == "plain" and resolved["pack_instruct"].template == "auto"
     launch = f"{sys.executable} -m torch.distributed.run --nproc_per_node=8 -m lmmtrain.cli"
     assert proc.stdout.count(launch) == 2  # this interpreter, never `torchrun`/`python` from PATH
     assert proc.stdout.count(f"$ {sys.executable} -m lmmdata.cli") == 6

@@ -49,8 +49,9 @@ def plan(cfg: dict) -> list[Step]:
     pack = {**cfg["pack"], "tokenizer": m["tokenizer"]}
     return [
         Step("translate_pretrain", "lmmdata", "translate", {**cfg["translate"], "inp": p["pretrain_json"], "out": str(pre_zh)}, pre_zh),
-        Step("pack_pretrain", "lmmdata", "pack", {**pack, "inputs": [str(pre_zh)], "out": str(shards_pre),
-                                                  "image_root": p["pretrain_images"]}, shards_pre / "manifest.json"),
+        Step("pack_pretrain", "lmmdata", "pack", {**pack, **cfg.get("pack_pretrain", {}), "inputs": [str(pre_zh)],
+                                                  "out": str(shards_pre), "image_root": p["pretrain_images"]},
+             shards_pre / "manifest.json"),
         Step("stage1", "lmmtrain", "stage1", {**cfg["stage1"], "data": [str(shards_pre)], "out": str(stage1),
                                               "vision": m["vision"], "lm": m["lm"], "projector": m["projector"],
                                               "deepspeed": cfg["launch"]["deepspeed_stage1"]}, stage1 / "lmm_config.json"),
