@@ -9,8 +9,6 @@ Exit codes (all commands):
 
 from __future__ import annotations
 
-import contextlib
-from pathlib import Path
 from typing import Callable, Literal, Optional
 
 import typer
@@ -34,16 +32,13 @@ Template = Literal[TEMPLATES]  # type: ignore[valid-type]
 
 def run_step(name: str, cfg, step: Callable, strict: bool, out_for_config: str | None = None) -> Stats:
     """Run one step with rejects file, summary, saved config and exit codes."""
-    rejects_path = getattr(cfg, "rejects", None)
-    with contextlib.ExitStack() as stack:
-        stats = Stats(name)
-        if rejects_path:
-            Path(rejects_path).parent.mkdir(parents=True, exist_ok=True)
-            stats.rejects = stack.enter_context(open(rejects_path, "w", encoding="utf-8"))
-        try:
-            step(cfg, stats)
-        except (ConfigError, FileNotFoundError) as e:
-            fail(e)
+    stats = Stats(name, rejects_path=getattr(cfg, "rejects", None))
+    try:
+        step(cfg, stats)
+    except (ConfigError, FileNotFoundError) as e:
+        fail(e)
+    finally:
+        stats.close_rejects()
     stats.print_summary()
     if out_for_config:
         save_beside(out_for_config, cfg, stats.as_dict())
@@ -176,8 +171,10 @@ def inspect_cmd(
     out = Console()
     try:
         if verify:
-            shards.verify(shard_dir)
-            out.print(f"[green]ok[/]: every shard in {shard_dir} matches its checksum")
+            verdict = shards.verify(shard_dir)
+            if not verdict.clean:
+                fail(f"{shard_dir}: {verdict}")
+            out.print(f"[green]ok[/]: every shard in {shard_dir} matches its checksum ({verdict})", highlight=False)
         if show_stats or (row is None and not verify):
             view.show_stats(shard_dir, out)
         if row is not None:

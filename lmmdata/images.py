@@ -22,10 +22,24 @@ from .records import BadRecord
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 MP, not ordinary big scans
 
 
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; longer strings are not paths any filesystem accepts
+
+
 def resolve_path(root: Path, rel: str) -> Path:
-    """`rel` under `root`; a path that escapes the root (.., absolute, symlink) is refused."""
+    """`rel` under `root`; a path that escapes the root (.., absolute, symlink) is refused, and so is any string
+    no filesystem takes as a path (NUL bytes, lone surrogates, over PATH_MAX, a loop of symlinks)."""
+    try:
+        encoded = rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} is not valid Unicode") from None
+    if "\0" in rel or len(encoded) > MAX_PATH_BYTES:
+        why = "holds a NUL byte" if "\0" in rel else f"is longer than {MAX_PATH_BYTES} bytes"
+        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} {why}")
     root = root.resolve()
-    path = (root / rel).resolve()
+    try:
+        path = (root / rel).resolve()
+    except (OSError, RuntimeError, ValueError) as e:  # symlink loops, ENAMETOOLONG in a component
+        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} cannot be resolved: {e}") from None
     if not path.is_relative_to(root):
         raise BadRecord("image_outside_root", f"image {rel!r} resolves outside --image-root {root}")
     return path

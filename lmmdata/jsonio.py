@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from .config import ConfigError
+from .staging import remove_stale, staging_path
 
 CHUNK = 1 << 20  # characters read at a time
 MAX_ITEM = 256 << 20  # one record larger than this is treated as malformed
@@ -91,11 +92,17 @@ def _iter_jsonl(path: str) -> Iterator[tuple[Any, Where] | BadItem]:
                 yield BadItem(where, "bad_encoding", f"line is not UTF-8 ({e.reason} at byte {e.start})")
                 continue
             try:
-                yield json.loads(text), where
+                value = json.loads(text)
             except json.JSONDecodeError as e:
                 truncated = not raw.endswith(b"\n")
                 reason = "truncated" if truncated else "malformed_json"
                 yield BadItem(where, reason, f"malformed JSON: {e.msg} at column {e.colno}")
+                continue
+            except RecursionError:
+                yield BadItem(where, "too_deep", TOO_DEEP)
+                continue
+            bad = _unicode_problem(value, text)
+            yield BadItem(where, "bad_unicode", bad) if bad else (value, where)
 
 
 class _Buffer:
@@ -156,14 +163,23 @@ def _iter_json_array(path: str) -> Iterator[tuple[Any, Where] | BadItem]:
                 if c == "]":
                     return
                 if expect_value:
+                    start = b.pos
                     item = _decode_one(b)
                     index += 1
+                    if not isinstance(item, BadItem):
+                        bad = _unicode_problem(item, b.buf[start:b.pos])
+                        item = BadItem(where, "bad_unicode", bad) if bad else item
                 elif c == ",":
                     b.pos += 1
                     expect_value = True
                     continue
                 else:
                     item = BadItem(where, "malformed_json", f"expected ',' or ']' after a record, found {c!r}")
+                if isinstance(item, BadItem) and item.reason in WHOLE_VALUE:
+                    item.where = where  # the value's end is known: go on after it, nothing to resync
+                    yield item
+                    expect_value = False
+                    continue
                 if isinstance(item, BadItem):
                     item.where = where
                     yield item
@@ -181,11 +197,71 @@ def _iter_json_array(path: str) -> Iterator[tuple[Any, Where] | BadItem]:
             yield BadItem(Where(path, b.line_at(b.pos), index), "bad_encoding", f"file is not UTF-8 ({e.reason}); the rest was not read")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+WHOLE_VALUE = ("too_deep", "bad_unicode")  # bad items whose extent was read exactly
+TOO_DEEP = "nested deeper than the JSON parser allows (about 1,000 levels): not a record"
+
+
+def _unicode_problem(value: Any, source: str) -> str | None:
+    """Why decoded JSON is not valid Unicode text (a lone UTF-16 surrogate from a \\udXXX escape), or None.
+
+    Only text with such an escape is walked, so ordinary records cost one regex scan."""
+    if not _SURROGATE_ESCAPE.search(source):
+        return None
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return f"string holds a lone UTF-16 surrogate ({v[e.start]!r}): not valid Unicode text"
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return None
+
+
+def _skip_value(b: _Buffer) -> int | None:
+    """End of the bracketed value at b.pos (strings respected), reading more text as needed; None at EOF."""
+    depth, i, in_str = 0, b.pos, False
+    while True:
+        buf = b.buf
+        while i < len(buf):
+            c = buf[i]
+            if in_str:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    in_str = False
+            elif c == '"':
+                in_str = True
+            elif c in "[{":
+                depth += 1
+            elif c in "]}":
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+        offset = b.pos
+        if not b.more():
+            return None
+        i -= offset - b.pos  # the window may have been shifted
+
+
 def _decode_one(b: _Buffer) -> Any:
     """Decode the value at b.pos, reading more text while it is incomplete."""
     while True:
         try:
             value, end = _DECODER.raw_decode(b.buf, b.pos)
+        except RecursionError:
+            end = _skip_value(b)
+            if end is None:
+                return BadItem(None, "truncated", "file ends inside a record (truncated?)")  # type: ignore[arg-type]
+            b.pos = end
+            return BadItem(None, "too_deep", TOO_DEEP)  # type: ignore[arg-type]
         except json.JSONDecodeError as e:
             # an error near the end of the window may just be a token cut by the chunk edge
             near_end = e.pos >= len(b.buf) - 64 or e.msg.startswith("Unterminated string")
@@ -243,7 +319,8 @@ class RecordWriter:
         self.path = Path(path)
         self.fmt = file_format(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        remove_stale(self.path)
+        self.tmp = staging_path(self.path)
         self.count = 0
         self._fh: IO[str] | None = None
 

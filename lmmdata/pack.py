@@ -27,6 +27,7 @@ import numpy as np
 
 from .config import ConfigError
 from .hub import local_path
+from .staging import remove_stale, staging_path
 from .jsonio import check_record_files
 from .images import load_image
 from .packing import pack_lengths
@@ -205,7 +206,10 @@ def pack(cfg: PackConfig, stats: Stats) -> dict:
         raise ConfigError(str(e)) from None
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    removed = remove_stale(out)
+    if removed:
+        stats.extra["stale_staging_removed"] = [p.name for p in removed]
+    staging = staging_path(out)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
@@ -357,7 +361,7 @@ def _swap_in(staging: Path, out: Path) -> None:
         raise RuntimeError("internal error: staging directory has no manifest")
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        old = staging_path(out, "old")
         os.replace(out, old)
     os.replace(staging, out)
     if old is not None:

@@ -53,12 +53,14 @@ class _HashingFile(io.RawIOBase):
     def __init__(self, path: Path):
         self._fh = open(path, "wb")
         self.sha = hashlib.sha256()
+        self.size = 0
 
     def writable(self) -> bool:
         return True
 
     def write(self, b) -> int:
         self.sha.update(b)
+        self.size += len(b)
         return self._fh.write(b)
 
     def close(self) -> None:
@@ -113,7 +115,7 @@ class ShardWriter:
         name = shard_name(len(self.shards))
         os.replace(self.out_dir / f".{name}.tmp", self.out_dir / name)
         self.shards.append({"file": name, "rows": self._in_shard, "samples": self._samples,
-                            "sha256": self._file.sha.hexdigest()})
+                            "sha256": self._file.sha.hexdigest(), "bytes": self._file.size})
         self._writer = self._file = None
 
     def close(self) -> list[dict[str, Any]]:
@@ -157,16 +159,64 @@ def shard_paths(shard_dir: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def verify(shard_dir: str | os.PathLike) -> None:
-    """Recompute every shard's sha256 against the manifest (raises ShardError on mismatch)."""
+@dataclass
+class Verdict:
+    """What `verify` found: shard files as the manifest lists them, or missing, changed, or not listed."""
+
+    ok: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def clean(self) -> bool:
+        return not (self.missing or self.changed or self.extra)
+
+    def __str__(self) -> str:
+        parts = [f"{len(self.ok)} shard(s) match the manifest"]
+        parts += [f"{what}: {', '.join(names)}" for what, names in (
+            ("missing", self.missing), ("changed or corrupt (sha256 differs)", self.changed),
+            ("not in the manifest", self.extra)) if names]
+        return "; ".join(parts)
+
+
+def verify(shard_dir: str | os.PathLike) -> Verdict:
+    """Every listed shard's sha256 against the manifest, plus shard files the manifest does not list."""
     m = read_manifest(shard_dir)
+    verdict = Verdict()
     for s in m["shards"]:
+        path = Path(shard_dir) / s["file"]
+        if not path.is_file():
+            verdict.missing.append(s["file"])
+            continue
         h = hashlib.sha256()
-        with open(Path(shard_dir) / s["file"], "rb") as fh:
+        with open(path, "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
-        if h.hexdigest() != s["sha256"]:
-            raise ShardError(f"{shard_dir}/{s['file']}: checksum mismatch (file changed or corrupt)")
+        (verdict.ok if h.hexdigest() == s["sha256"] else verdict.changed).append(s["file"])
+    listed = {s["file"] for s in m["shards"]}
+    verdict.extra = sorted(p.name for p in Path(shard_dir).glob("*.arrow") if p.name not in listed)
+    return verdict
+
+
+def check_quick(shard_dir: str | os.PathLike) -> None:
+    """Cheap integrity check before training: every listed file is there with its size (when the manifest has
+    it) and row count (the Arrow footer). A flipped byte inside is found only by `verify` (sha256)."""
+    m = read_manifest(shard_dir)
+    for s in m["shards"]:
+        path = Path(shard_dir) / s["file"]
+        if not path.is_file():
+            raise ShardError(f"{path}: listed in the manifest but missing; re-pack, or restore the file")
+        if "bytes" in s and path.stat().st_size != s["bytes"]:
+            raise ShardError(f"{path}: {path.stat().st_size} bytes, the manifest says {s['bytes']} (truncated or "
+                             "replaced); re-pack, or check with `lmmdata inspect --verify`")
+        try:
+            reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+            rows = sum(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        except (pa.ArrowInvalid, OSError) as e:
+            raise ShardError(f"{path}: not a readable Arrow IPC file ({e})") from None
+        if rows != s["rows"]:
+            raise ShardError(f"{path}: {rows} rows, the manifest says {s['rows']}; re-pack the data")
 
 
 def open_tables(shard_dir: str | os.PathLike) -> list[pa.Table]:

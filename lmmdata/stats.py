@@ -8,7 +8,9 @@ writes every reject to a JSONL file, and ends with a rich table.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -31,6 +33,37 @@ class Stats:
     extra: dict[str, Any] = field(default_factory=dict)
     rejects: IO[str] | None = None
     quiet: bool = False
+    rejects_path: str | None = None  # where `rejects` goes; opened by open_rejects (lazily at the first skip)
+
+    def open_rejects(self, keep: int = 0) -> None:
+        """Open the rejects file: a new one, or, when a run resumes, the one written so far cut to `keep` bytes
+        (what its last committed chunk had written), so the result equals an uninterrupted run's."""
+        if not self.rejects_path:
+            return
+        path = Path(self.rejects_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if keep and path.is_file():
+            fh = open(path, "r+", encoding="utf-8", newline="\n")
+            fh.truncate(keep)
+            fh.seek(keep)
+        else:
+            fh = open(path, "w", encoding="utf-8", newline="\n")
+        self.rejects = fh
+
+    def rejects_committed(self) -> int:
+        """Flush the rejects file to disk and return its length (for a resumable run's progress record)."""
+        if self.rejects is None:
+            return 0
+        self.rejects.flush()
+        os.fsync(self.rejects.fileno())
+        return self.rejects.tell()
+
+    def close_rejects(self) -> None:
+        if self.rejects_path and self.rejects is None:
+            self.open_rejects()  # a run without rejects still leaves the (empty) file it was asked for
+        if self.rejects is not None:
+            self.rejects.close()
+            self.rejects = None
 
     def add(self, key: str, n: int = 1) -> None:
         self.counts[key] += n
@@ -48,6 +81,8 @@ class Stats:
             console.print(f"[yellow]skipped[/] {name}: {message} [dim]({reason})[/]", highlight=False)
         elif not self.quiet and total == SHOW_FIRST + 1:
             console.print("[yellow]... more bad records; they are counted in the summary[/]")
+        if self.rejects is None and self.rejects_path:
+            self.open_rejects()
         if self.rejects is not None:
             row = {"where": str(where), "id": record_id, "reason": reason, "message": message}
             self.rejects.write(json.dumps(row, ensure_ascii=False) + "\n")

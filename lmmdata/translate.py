@@ -92,8 +92,10 @@ class _State:
         return state
 
     def save(self, nbytes: int, stats: Stats) -> None:
-        """Durably record the partial file's length and the counters (`read` = items consumed)."""
+        """Durably record the partial file's and the rejects file's lengths and the counters (`read` = items
+        consumed)."""
         doc = {"fingerprint": self.fingerprint, "items": stats.counts["read"], "bytes": nbytes,
+               "rejects_bytes": stats.rejects_committed(),
                "counts": dict(stats.counts), "skipped": dict(stats.skipped), "flags": dict(stats.flags)}
         tmp = self.progress.with_suffix(".tmp")
         tmp.write_text(json.dumps(doc))
@@ -143,6 +145,7 @@ def translate_file(cfg: TranslateConfig, stats: Stats | None = None, backend: Ba
     cache = TranslationCache(cfg.cache, backend.id)
     state = _State(cfg)
     resumed = state.load() if cfg.resume else None
+    stats.open_rejects(keep=resumed.get("rejects_bytes", 0) if resumed else 0)
     if resumed:
         with open(state.partial, "r+b") as fh:
             fh.truncate(resumed["bytes"])

@@ -81,6 +81,9 @@ AttnOpt = option(S, "attn", "--attn", help="Attention kernel; auto = flash_atten
 LayoutOpt = option(S, "layout", "--layout", help="How packed rows form a batch; auto = flat with flash-attention, else rows.")
 ReportOpt = option(S, "report_to", "--report-to", help="Where to log besides the terminal.")
 WorkersOpt = option(S, "workers", "--workers", help="Dataloader worker processes.")
+VerifyOpt = option(S, "verify_shards", "--verify-shards/--no-verify-shards",
+                   help="Check every shard's sha256 before training (reads all shard bytes once); "
+                        "sizes and row counts are always checked.")
 
 
 @app.command("stage1")
@@ -98,6 +101,7 @@ def stage1_cmd(
     logging_steps: Optional[int] = LogOpt, seed: Optional[int] = SeedOpt, gradient_checkpointing: Optional[bool] = GcOpt,
     bf16: Optional[bool] = Bf16Opt, attn: Optional[Attn] = AttnOpt, layout: Optional[Layout] = LayoutOpt,
     report_to: Optional[Report] = ReportOpt, workers: Optional[int] = WorkersOpt, keep_checkpoints: Optional[bool] = KeepOpt,
+    verify_shards: Optional[bool] = VerifyOpt,
     train_image_token_embeddings: Optional[bool] = option(
         S1, "train_image_token_embeddings", "--train-image-token-embeddings/--no-train-image-token-embeddings",
         help="Also train the input-embedding rows of <im_start>/<image>/<im_end> (the rest of the LM stays frozen)."),
@@ -107,7 +111,7 @@ def stage1_cmd(
            init=init, lr=lr, epochs=epochs, max_steps=max_steps, batch_rows=batch_rows, grad_accum=grad_accum,
            deepspeed=deepspeed, resume=resume, save_steps=save_steps, logging_steps=logging_steps, seed=seed,
            gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn=attn, layout=layout, report_to=report_to,
-           workers=workers, keep_checkpoints=keep_checkpoints, train_image_token_embeddings=train_image_token_embeddings)
+           workers=workers, keep_checkpoints=keep_checkpoints, verify_shards=verify_shards, train_image_token_embeddings=train_image_token_embeddings)
 
 
 @app.command("stage2")
@@ -121,6 +125,7 @@ def stage2_cmd(
     logging_steps: Optional[int] = LogOpt, seed: Optional[int] = SeedOpt, gradient_checkpointing: Optional[bool] = GcOpt,
     bf16: Optional[bool] = Bf16Opt, attn: Optional[Attn] = AttnOpt, layout: Optional[Layout] = LayoutOpt,
     report_to: Optional[Report] = ReportOpt, workers: Optional[int] = WorkersOpt, keep_checkpoints: Optional[bool] = KeepOpt,
+    verify_shards: Optional[bool] = VerifyOpt,
     lora: Optional[bool] = option(S2, "lora", "--lora/--no-lora", help="Train the LM through LoRA adapters (merged at the end)."),
     lora_r: Optional[int] = option(S2, "lora_r", "--lora-r", help="LoRA rank."),
 ) -> None:
@@ -128,7 +133,7 @@ def stage2_cmd(
     _stage(Stage2Config, config, data=data or None, out=out, init=init, lr=lr, epochs=epochs, max_steps=max_steps,
            batch_rows=batch_rows, grad_accum=grad_accum, deepspeed=deepspeed, resume=resume, save_steps=save_steps,
            logging_steps=logging_steps, seed=seed, gradient_checkpointing=gradient_checkpointing, bf16=bf16, attn=attn,
-           layout=layout, report_to=report_to, workers=workers, keep_checkpoints=keep_checkpoints, lora=lora, lora_r=lora_r)
+           layout=layout, report_to=report_to, workers=workers, keep_checkpoints=keep_checkpoints, verify_shards=verify_shards, lora=lora, lora_r=lora_r)
 
 
 @app.command("chat")

@@ -59,6 +59,7 @@ class StageConfig:
     resume: str | None = None  # a checkpoint-N directory, or "auto" for the latest in `out`
     report_to: str = "none"  # none | tensorboard
     workers: int = 2  # dataloader worker processes (image decoding)
+    verify_shards: bool = False  # sha256 of every shard before training (sizes and row counts are always checked)
 
     stage: ClassVar[str] = ""
     trains: ClassVar[tuple[str, ...]] = ()

@@ -332,6 +332,21 @@ def _check_report_to(report_to: str | None) -> None:
                               "pip install 'lmm-toolkit[tensorboard]' (or pip install tensorboard)")
 
 
+def check_shards(dirs: list[str], full: bool = False) -> None:
+    """Shards as packed: files, sizes and row counts always (cheap); every sha256 with `full` (reads all bytes)."""
+    from lmmdata.shards import ShardError, check_quick, verify
+
+    for d in dirs:
+        try:
+            check_quick(d)
+            if full:
+                verdict = verify(d)
+                if not verdict.clean:
+                    raise ShardError(f"{d}: {verdict}; re-pack it or restore the files")
+        except ShardError as e:
+            raise ConfigError(str(e)) from None
+
+
 def run_stage(cfg) -> dict[str, Any]:
     """Train one stage; return a summary (steps, losses, throughput, where the checkpoint is)."""
     return train_stage(cfg)[1]
@@ -350,6 +365,7 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
         raise ConfigError("attn flex_attention trains only on a GPU (PyTorch has no flex-attention backward on CPU); "
                           "use sdpa here")
     _check_report_to(cfg.report_to)
+    check_shards(cfg.data, full=cfg.verify_shards)
     try:
         manifest = check_compatible(list(cfg.data))
         tokenizer = load_shard_tokenizer(cfg.data[0])

@@ -194,7 +194,8 @@ def test_pack_rows_are_consistent(qwen_dir, corpus, tmp_path):
             assert s_ids[0] == 151644  # every sample starts with its own template
             start += length
             img += len(paths)
-    shards.verify(out)
+    assert shards.verify(out).clean
+    shards.check_quick(out)
     assert manifest["tokenizer"]["vocab_hash"] == vocab_hash(shards.load_shard_tokenizer(out))
     assert manifest["special_tokens"]["image"] == ids["image"] and manifest["image_tokens"] == N
     p = manifest["packing"]
@@ -346,13 +347,43 @@ def test_wrong_version_tampering_and_not_a_shard_dir(qwen_dir, corpus, tmp_path)
     data = bytearray(first.read_bytes())
     data[len(data) // 2] ^= 0xFF
     first.write_bytes(bytes(data))
-    with pytest.raises(shards.ShardError, match="checksum mismatch"):
-        shards.verify(out)
+    shards.check_quick(out)  # same size and rows: only the checksum sees a flipped byte
+    verdict = shards.verify(out)
+    assert verdict.changed == ["shard-00000.arrow"] and not verdict.clean
+    first.write_bytes(bytes(data[:-100]))
+    with pytest.raises(shards.ShardError, match="bytes, the manifest says"):
+        shards.check_quick(out)
     m = json.loads((out / "manifest.json").read_text())
     m["format_version"] = 99
     (out / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(shards.ShardError, match="version 99.*Re-pack"):
         shards.open_tables(out)
+
+
+def test_verify_reports_missing_changed_and_extra_files_with_exit_1(qwen_dir, corpus, tmp_path):
+    from typer.testing import CliRunner
+
+    from lmmdata.cli import app
+
+    root, path, _ = corpus
+    out = tmp_path / "o"
+    run_pack([path], out, qwen_dir, root, seq_len=256, rows_per_shard=2)
+    names = sorted(p.name for p in out.glob("*.arrow"))
+    assert len(names) >= 3
+    (out / names[0]).unlink()
+    changed = bytearray((out / names[1]).read_bytes())
+    changed[100] ^= 1
+    (out / names[1]).write_bytes(bytes(changed))
+    (out / "shard-99999.arrow").write_bytes(b"stray")
+    verdict = shards.verify(out)
+    assert (verdict.missing, verdict.changed, verdict.extra) == ([names[0]], [names[1]], ["shard-99999.arrow"])
+    r = CliRunner().invoke(app, ["inspect", str(out), "--verify"], env={"COLUMNS": "300"})
+    assert r.exit_code == 1
+    text = " ".join(r.output.split())
+    assert f"missing: {names[0]}" in text and f"changed or corrupt (sha256 differs): {names[1]}" in text
+    assert "not in the manifest: shard-99999.arrow" in text and "Traceback" not in text
+    with pytest.raises(shards.ShardError, match="listed in the manifest but missing"):
+        shards.check_quick(out)
 
 
 def test_arrow_files_are_plain_ipc(qwen_dir, corpus, tmp_path):

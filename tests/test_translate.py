@@ -109,14 +109,21 @@ print(json.dumps([ours, naive]))
 
 
 def test_kill_and_resume_gives_identical_output(tmp_path, env, argos_pkg):
-    rows = [{"id": f"k{i}", "conversations": [{"from": "human", "value": f"Question number {i} about the cat?"},
-                                              {"from": "gpt", "value": f"Answer {i}: the bus is red."}]} for i in range(400)]
+    """kill -9 mid-run and rerun: output and rejects file byte-identical to an uninterrupted run."""
+    rows = [json.dumps({"id": f"k{i}", "conversations": [{"from": "human", "value": f"Question number {i} about the cat?"},
+                                                         {"from": "gpt", "value": f"Answer {i}: the bus is red."}]})
+            for i in range(400)]
+    for i in range(0, 400, 25):  # hostile records all along: each a skip with its own reason in the rejects file
+        rows[i] = ["{oops", '{"id": "s", "conversations": [{"from": "human", "value": "broken \\ud800 text?"}]}',
+                   '{"id": "d", "x": ' + "[" * 5000 + "]" * 5000 + "}"][(i // 25) % 3]
     src = tmp_path / "in.jsonl"
-    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src.write_text("".join(r + "\n" for r in rows))
     ref = tmp_path / "ref.json"
-    run(["translate", src, "-o", ref, "--package", argos_pkg, "--cache", tmp_path / "c1", "--batch-size", "16"], env)
+    run(["translate", src, "-o", ref, "--package", argos_pkg, "--cache", tmp_path / "c1", "--batch-size", "16",
+         "--rejects", tmp_path / "ref.rejects.jsonl"], env)
     out = tmp_path / "out.json"
-    args = ["translate", src, "-o", out, "--cache", tmp_path / "c2", "--batch-size", "16"]
+    args = ["translate", src, "-o", out, "--cache", tmp_path / "c2", "--batch-size", "16",
+            "--rejects", tmp_path / "out.rejects.jsonl"]
     progress = tmp_path / ".out.json.progress.json"
     p = subprocess.Popen([LMMDATA, *map(str, args)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -132,6 +139,9 @@ def test_kill_and_resume_gives_identical_output(tmp_path, env, argos_pkg):
     run(args, env)
     assert summary(out)["resumed_at_item"] >= done
     assert out.read_bytes() == ref.read_bytes()
+    rejects = (tmp_path / "ref.rejects.jsonl").read_bytes()
+    assert rejects.count(b"\n") == 16 and (tmp_path / "out.rejects.jsonl").read_bytes() == rejects
+    assert {json.loads(r)["reason"] for r in rejects.splitlines()} == {"malformed_json", "bad_unicode", "too_deep"}
     assert not progress.exists() and not (tmp_path / ".out.json.partial.jsonl").exists()
 
 
