@@ -141,6 +141,8 @@ def pack_cmd(
     buffer: Optional[int] = option(PackConfig, "buffer", "--buffer", help="Samples sorted together by the packer."),
     refine: Optional[int] = option(PackConfig, "refine", "--refine", help="Local-search trials per 512 rows; 0 = plain best-fit decreasing."),
     overwrite: Optional[bool] = option(PackConfig, "overwrite", "--overwrite", help="Replace an existing output directory."),
+    max_image_pixels: Optional[int] = option(PackConfig, "max_image_pixels", "--max-image-pixels",
+                                             help="Skip images with more pixels than this (read from the header, before decoding)."),
     rejects: Optional[str] = RejectsOpt,
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
@@ -151,7 +153,7 @@ def pack_cmd(
     cfg = resolve_or_exit(PackConfig, config, inputs=inputs or None, out=out, tokenizer=tokenizer, image_root=image_root,
                    image_tokens=image_tokens, vision=vision, seq_len=seq_len, template=template,
                    image_size=image_size, rows_per_shard=rows_per_shard, seed=seed, truncate=truncate,
-                   buffer=buffer, refine=refine, overwrite=overwrite, rejects=rejects)
+                   buffer=buffer, refine=refine, overwrite=overwrite, rejects=rejects, max_image_pixels=max_image_pixels)
     run_step("pack", cfg, pack, strict)
     console.print(f"shards in [bold]{cfg.out}[/]; look at them with: lmmdata inspect {cfg.out} --stats", highlight=False)
 

@@ -19,7 +19,8 @@ from PIL import Image
 
 from .records import BadRecord
 
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # refuse decompression bombs beyond 400 MP, not ordinary big scans
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # PIL's own bomb guard; our budget below is checked first
+MAX_PIXELS = 64_000_000  # default budget per image (8000 x 8000): decoding costs up to ~4 bytes per pixel
 
 
 MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; longer strings are not paths any filesystem accepts
@@ -45,8 +46,11 @@ def resolve_path(root: Path, rel: str) -> Path:
     return path
 
 
-def load_image(root: Path, rel: str, size: int | None = None) -> bytes:
-    """Verified image bytes for one placeholder (see module doc for the resize rule)."""
+def load_image(root: Path, rel: str, size: int | None = None, max_pixels: int = MAX_PIXELS) -> bytes:
+    """Verified image bytes for one placeholder (see module doc for the resize rule).
+
+    The pixel count is read from the header and checked against `max_pixels` before anything is decoded,
+    so memory per decode stays under ~4 x max_pixels bytes whatever the file claims."""
     path = resolve_path(root, rel)
     try:
         data = path.read_bytes()
@@ -58,10 +62,16 @@ def load_image(root: Path, rel: str, size: int | None = None) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise BadRecord("image_too_large", f"image {rel!r} is {w} x {h} = {w * h / 1e6:.0f} MP, over the "
+                                                       f"{max_pixels / 1e6:.0f} MP budget (--max-image-pixels)")
                 im.load()  # full decode: truncated files fail here, not in the trainer
                 if size is None or min(im.size) <= size:
                     return data
                 return encode_resized(im, size)
+    except BadRecord:
+        raise
     except Exception as e:  # PIL raises many types for bad files
         raise BadRecord("corrupt_image", f"image {rel!r} cannot be decoded: {type(e).__name__}: {e}") from None
 

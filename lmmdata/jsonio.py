@@ -19,7 +19,7 @@ from .config import ConfigError
 from .staging import remove_stale, staging_path
 
 CHUNK = 1 << 20  # characters read at a time
-MAX_ITEM = 256 << 20  # one record larger than this is treated as malformed
+MAX_ITEM = 64 << 20  # one record (JSONL line, JSON list element) larger than this is skipped as too_large
 _DECODER = json.JSONDecoder()
 _WS = re.compile(r"\s*")
 # where a top-level record may start after a syntax error; `_looks_like_record` confirms it
@@ -79,13 +79,24 @@ def iter_items(path: str | os.PathLike) -> Iterator[tuple[Any, Where] | BadItem]
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[Any, Where] | BadItem]:
-    index = 0
+    index = lineno = 0
     with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        while True:
+            raw = fh.readline(MAX_ITEM + 1)  # never more than MAX_ITEM in memory, however long the line
+            if not raw:
+                break
+            lineno += 1
             if not raw.strip():
                 continue
             where = Where(path, lineno, index)
             index += 1
+            if len(raw) > MAX_ITEM and not raw.endswith(b"\n"):
+                size = len(raw)
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(1 << 20)
+                    size += len(raw)
+                yield BadItem(where, "too_large", f"line of {size:,} bytes, over the {MAX_ITEM >> 20} MB a record may have")
+                continue
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -265,7 +276,9 @@ def _decode_one(b: _Buffer) -> Any:
         except json.JSONDecodeError as e:
             # an error near the end of the window may just be a token cut by the chunk edge
             near_end = e.pos >= len(b.buf) - 64 or e.msg.startswith("Unterminated string")
-            if near_end and len(b.buf) - b.pos < MAX_ITEM and b.more():
+            if near_end and len(b.buf) - b.pos >= MAX_ITEM:
+                return BadItem(None, "too_large", f"a record over {MAX_ITEM >> 20} MB")  # type: ignore[arg-type]
+            if near_end and b.more():
                 continue
             if b.eof and (not b.buf[e.pos :].strip() or e.msg.startswith("Unterminated string")):
                 return BadItem(None, "truncated", f"file ends inside a record: {e.msg} (truncated?)")  # type: ignore[arg-type]

@@ -29,7 +29,7 @@ from .config import ConfigError
 from .hub import local_path
 from .staging import remove_stale, staging_path
 from .jsonio import check_record_files
-from .images import load_image
+from .images import MAX_PIXELS, load_image
 from .packing import pack_lengths
 from .progress import ProgressBar
 from .records import BadRecord, images_of, iter_valid
@@ -63,6 +63,7 @@ class PackConfig:
     refine: int = 32  # local-search trials per 512 rows (fewer, fuller rows); 0 = plain best-fit decreasing
     overwrite: bool = False
     rejects: str | None = None
+    max_image_pixels: int = MAX_PIXELS  # per image, checked from the header before decoding (memory per decode)
 
 
 def image_tokens_from_vision(spec: str) -> tuple[int, dict]:
@@ -108,6 +109,8 @@ def _check(cfg: PackConfig) -> tuple[int, dict | None]:
         raise ConfigError(f"--image-root {cfg.image_root}: no such directory")
     if cfg.image_size is not None and cfg.image_size < 1:
         raise ConfigError("--image-size must be positive")
+    if cfg.max_image_pixels < 1:
+        raise ConfigError(f"--max-image-pixels must be positive, got {cfg.max_image_pixels}")
     out = Path(cfg.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another -o or pass --overwrite")
@@ -319,16 +322,18 @@ def _encode_chunk(recs: list[dict], cfg: PackConfig, template, root: Path | None
     """Per record (input_ids, labels, image bytes) or the BadRecord saying why it is skipped."""
     if root is None and any(images_of(r) for r in recs):
         raise ConfigError("the records have images; give --image-root DIR (image paths are relative to it)")
-    results: list = []
-    for rec, (ids, labels, n_img) in zip(recs, template.encode_many([template.render(messages_of(r)) for r in recs])):
+    results: list = [_bounded(rec, cfg, template) for rec in recs]
+    todo = [i for i, r in enumerate(results) if not isinstance(r, BadRecord)]
+    encoded = template.encode_many([template.render(messages_of(results[i])) for i in todo])
+    for i, (ids, labels, n_img) in zip(todo, encoded):
         try:
-            results.append(_check_sample(rec, ids, labels, n_img, cfg, stats))
+            results[i] = _check_sample(recs[i], ids, labels, n_img, cfg, stats)
         except BadRecord as e:
-            results.append(e)
+            results[i] = e
 
     def images(i: int):
         try:
-            return [load_image(root, p, cfg.image_size) for p in images_of(recs[i])]
+            return [load_image(root, p, cfg.image_size, cfg.max_image_pixels) for p in images_of(recs[i])]
         except BadRecord as e:
             return e
 
@@ -336,6 +341,27 @@ def _encode_chunk(recs: list[dict], cfg: PackConfig, template, root: Path | None
     for i, imgs in zip(todo, pool.map(images, todo)):
         results[i] = imgs if isinstance(imgs, BadRecord) else (*results[i][:2], imgs)
     return results
+
+
+def _bounded(rec: dict, cfg: PackConfig, template) -> dict | BadRecord:
+    """The record, or too_long before any tokenizing when its text cannot fit in --seq-len tokens whatever the
+    tokenizer does (no token covers more characters than the vocabulary's longest entry): time and memory stay
+    bounded for any text length. With --truncate a text-only record is cut to what can matter instead."""
+    limit = cfg.seq_len * template.max_token_chars
+    chars = sum(len(t["value"]) for t in rec["conversations"])
+    if chars <= limit:
+        return rec
+    if images_of(rec) or not cfg.truncate:
+        hint = "" if images_of(rec) else " (text-only: --truncate would cut it)"
+        return BadRecord("too_long", f"{chars:,} characters: more than --seq-len {cfg.seq_len} tokens whatever the "
+                                     f"tokenizer (a token covers at most {template.max_token_chars} characters){hint}")
+    conv, left = [], limit
+    for turn in rec["conversations"]:
+        if left <= 0:
+            break
+        conv.append({**turn, "value": turn["value"][:left]})
+        left -= len(conv[-1]["value"])
+    return {**rec, "conversations": conv}
 
 
 def _check_sample(rec: dict, ids: list[int], labels: list[int], n_img: int, cfg: PackConfig, stats: Stats) -> tuple:

@@ -100,6 +100,15 @@ class ChatTemplate:
     image_tokens: int = 0
     _filled: dict[str, str] = field(default_factory=dict, repr=False)  # format string -> with bos/eos filled in
     _control_re: re.Pattern | None = field(default=None, repr=False)
+    _max_chars: int = field(default=0, repr=False)
+
+    @property
+    def max_token_chars(self) -> int:
+        """Most characters one token can stand for (the longest vocabulary entry; byte-level entries count bytes,
+        at least as many as the characters they decode to)."""
+        if not self._max_chars:
+            self._max_chars = max(map(len, self.tokenizer.get_vocab()), default=1)
+        return self._max_chars
 
     # ---- rendering -------------------------------------------------------
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> list[Piece]:

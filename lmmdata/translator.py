@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Protocol
 
@@ -94,6 +95,7 @@ class ArgosBackend:
         self.id = f"argos:{self.pkg.from_code}-{self.pkg.to_code}:{self.pkg.package_version}:{digest}:beam{beam_size}"
         self.workers = workers or os.cpu_count() or 1
         self.beam_size, self.max_batch_tokens = beam_size, max_batch_tokens
+        self.max_tokens = 510  # tokens per piece; lowered to the model's own limit the first time it is exceeded
         self._translator = None
         self._sentencizer = None
 
@@ -108,18 +110,35 @@ class ArgosBackend:
             inter_threads=inter, intra_threads=max(1, cores // inter))
         self._sentencizer = PackageTranslation(None, None, self.pkg).sentencizer
 
+    def _pieces(self, tokens: list[str]) -> list[list[str]]:
+        n = self.max_tokens
+        return [tokens[k:k + n] for k in range(0, len(tokens), n)] or [tokens]
+
+    def _translate(self, tokens: list[list[str]]):
+        prefix = [[self.pkg.target_prefix]] * len(tokens) if self.pkg.target_prefix else None
+        return self._translator.translate_batch(
+            tokens, target_prefix=prefix, replace_unknowns=True, max_batch_size=self.max_batch_tokens,
+            batch_type="tokens", beam_size=self.beam_size, num_hypotheses=1, length_penalty=0.2)
+
     def translate_batch(self, texts: list[str]) -> list[str]:
         if not texts:
             return []
         if self._translator is None:
             self._load()
-        sentences: list[list[str]] = [self._sentencizer.split_sentences(t) for t in texts]
-        flat = [s for group in sentences for s in group]
-        tokens = [self.pkg.tokenizer.encode(s) for s in flat]
-        prefix = [[self.pkg.target_prefix]] * len(tokens) if self.pkg.target_prefix else None
-        results = self._translator.translate_batch(
-            tokens, target_prefix=prefix, replace_unknowns=True, max_batch_size=self.max_batch_tokens,
-            batch_type="tokens", beam_size=self.beam_size, num_hypotheses=1, length_penalty=0.2)
+        # each text -> sentences -> pieces of at most `max_tokens` tokens (a "sentence" can be any length: a
+        # long code line, an unbroken string); pieces are translated alone and joined back in order
+        sentences: list[list[list[str]]] = [
+            [piece for s in self._sentencizer.split_sentences(t) for piece in self._pieces(self.pkg.tokenizer.encode(s))]
+            for t in texts]
+        tokens = [piece for group in sentences for piece in group]
+        try:
+            results = self._translate(tokens)
+        except RuntimeError as e:  # the model's position table is shorter than a piece: learn its length, retry
+            limit = re.search(r"positions >= (\d+)", str(e))
+            if not limit or self.max_tokens <= int(limit.group(1)) - 2:
+                raise
+            self.max_tokens = int(limit.group(1)) - 2
+            return self.translate_batch(texts)
         out, i = [], 0
         for group in sentences:
             toks = [t for r in results[i: i + len(group)] for t in r.hypotheses[0]]

@@ -128,3 +128,66 @@ def test_a_10000_turn_record_is_rejected_in_linear_time(qwen_dir, tmp_path):
         times[turns] = time.perf_counter() - t0
         assert stats.skipped == {"too_long": 1}
     assert times[10000] < 30, times  # the quadratic renderer took about 17 minutes
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (the data is a few bytes: never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+
+
+def test_pixel_budget_is_checked_from_the_header_before_decoding(tmp_path):
+    import resource
+
+    from lmmdata.images import MAX_PIXELS, load_image
+    from lmmdata.records import BadRecord
+
+    (tmp_path / "bomb.png").write_bytes(png_claiming(20_000, 19_999))  # just under PIL's 400 MP guard
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(BadRecord) as e:
+        load_image(tmp_path, "bomb.png")
+    assert e.value.reason == "image_too_large" and "over the 64 MP budget (--max-image-pixels)" in str(e.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KB: nothing was decoded
+    (tmp_path / "ok.png").write_bytes(png_claiming(100, 100))
+    with pytest.raises(BadRecord) as e:  # within budget: decoded (and this one is truncated)
+        load_image(tmp_path, "ok.png")
+    assert e.value.reason == "corrupt_image"
+    with pytest.raises(BadRecord, match="image_too_large|over the"):
+        load_image(tmp_path, "ok.png", max_pixels=9_999)
+    assert MAX_PIXELS == 64_000_000
+
+
+def test_any_text_length_costs_bounded_time(qwen_dir, tmp_path):
+    """A 5 MB answer is too_long before tokenizing; with --truncate a text-only one is cut first."""
+    from lmmdata.pack import PackConfig, pack
+    from lmmdata.stats import Stats
+
+    huge = {"id": "huge", "conversations": [{"from": "human", "value": "Tell me everything."},
+                                            {"from": "gpt", "value": "word " * 1_000_000}]}
+    src = write_jsonl(tmp_path / "in.jsonl", [huge, llava(1)])
+    for truncate, skipped in ((False, {"too_long": 1}), (True, {})):
+        stats = Stats("pack", quiet=True)
+        t0 = time.perf_counter()
+        m = pack(PackConfig(inputs=[str(src)], out=str(tmp_path / f"o{truncate}"), tokenizer=str(qwen_dir),
+                            image_tokens=N, truncate=truncate), stats)
+        assert time.perf_counter() - t0 < 30 and dict(stats.skipped) == skipped and m["samples"] == 2 - len(skipped)
+    assert stats.flags["truncated"] == 1
+
+
+def test_a_line_over_the_record_limit_is_skipped_without_holding_it(tmp_path, monkeypatch):
+    from lmmdata import jsonio
+
+    monkeypatch.setattr(jsonio, "MAX_ITEM", 1 << 20)
+    big = json.dumps({"id": "big", "x": "y" * (3 << 20)})
+    for fmt in ("jsonl", "json"):
+        path = tmp_path / f"in.{fmt}"
+        lines = [json.dumps(llava(0)), big, json.dumps(llava(1))]
+        path.write_text("\n".join(lines) + "\n" if fmt == "jsonl" else "[" + ",\n".join(lines) + "]")
+        kinds = [getattr(it, "reason", None) or it[0]["id"] for it in iter_items(path)]
+        assert kinds == ["r0", "too_large", "r1"], (fmt, kinds)

@@ -156,3 +156,14 @@ def test_drop_suspicious_and_bad_records(tmp_path, env, argos_pkg):
     assert s["skipped"]["malformed_json"] == 1 and s["skipped"]["empty_conversation"] == 1
     assert s["skipped"].get("suspicious_translation", 0) + s["written"] == 3
     assert sum(s["flagged"].values()) >= s["skipped"].get("suspicious_translation", 0)
+
+
+def test_a_sentence_longer_than_the_model_takes_is_translated_in_pieces(tmp_path, env, argos_pkg):
+    """The tiny model has 256 positions; an unbroken 2,000-character string is ~1,000 tokens (it crashed before)."""
+    rows = [{"id": "long", "conversations": [{"from": "human", "value": "x" * 2000 + " and the cat?"},
+                                             {"from": "gpt", "value": "The bus is red."}]}]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    run(["translate", src, "-o", out, "--package", argos_pkg, "--cache", tmp_path / "c"], env)
+    assert summary(out)["written"] == 1 and read_jsonl(out)[0]["conversations"][0]["value"]
