@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from conftest import N
-from test_hardening import png_claiming
+from hostile import png_claiming
 from tiny_argos import argos_env, build_package
 
 LMMDATA = str(Path(sys.executable).parent / "lmmdata")

@@ -14,6 +14,7 @@ import pytest
 
 from conftest import N, llava, small, write_jsonl
 from lmmdata.config import ConfigError
+from hostile import png_claiming
 from lmmdata.jsonio import iter_items
 
 LMMDATA = str(Path(sys.executable).parent / "lmmdata")
@@ -128,18 +129,6 @@ def test_a_10000_turn_record_is_rejected_in_linear_time(qwen_dir, tmp_path):
         times[turns] = time.perf_counter() - t0
         assert stats.skipped == {"too_long": 1}
     assert times[10000] < 30, times  # the quadratic renderer took about 17 minutes
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height pixels (the data is a few bytes: never decoded)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
 
 
 def test_pixel_budget_is_checked_from_the_header_before_decoding(tmp_path):
