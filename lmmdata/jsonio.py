@@ -47,9 +47,21 @@ class BadItem:
     message: str
 
 
+def usable_path(path: str | os.PathLike, what: str = "path") -> Path:
+    """`path` as a Path, or a setting error for strings no filesystem takes (NUL bytes, lone surrogates)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"{what} {text[:80]!r} is not valid Unicode") from None
+    if "\0" in text or not text:
+        raise ConfigError(f"{what} {text[:80]!r} is not a usable path")
+    return Path(text)
+
+
 def file_format(path: str | os.PathLike) -> str:
     """'json' or 'jsonl' from the file's extension; anything else is a setting error."""
-    name = str(path).lower()
+    name = str(usable_path(path, "record file")).lower()
     if name.endswith(".jsonl") or name.endswith(".ndjson"):
         return "jsonl"
     if name.endswith(".json"):

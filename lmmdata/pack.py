@@ -28,7 +28,7 @@ import numpy as np
 from .config import ConfigError
 from .hub import local_path
 from .staging import remove_stale, staging_path
-from .jsonio import check_record_files
+from .jsonio import check_record_files, usable_path
 from .images import MAX_PIXELS, load_image
 from .packing import pack_lengths
 from .progress import ProgressBar
@@ -111,7 +111,7 @@ def _check(cfg: PackConfig) -> tuple[int, dict | None]:
         raise ConfigError("--image-size must be positive")
     if cfg.max_image_pixels < 1:
         raise ConfigError(f"--max-image-pixels must be positive, got {cfg.max_image_pixels}")
-    out = Path(cfg.out)
+    out = usable_path(cfg.out, "-o/--out")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not cfg.overwrite:
         raise ConfigError(f"{out} exists and is not empty; choose another -o or pass --overwrite")
     if (cfg.image_tokens is None) == (cfg.vision is None):

@@ -180,3 +180,12 @@ def test_a_line_over_the_record_limit_is_skipped_without_holding_it(tmp_path, mo
         path.write_text("\n".join(lines) + "\n" if fmt == "jsonl" else "[" + ",\n".join(lines) + "]")
         kinds = [getattr(it, "reason", None) or it[0]["id"] for it in iter_items(path)]
         assert kinds == ["r0", "too_large", "r1"], (fmt, kinds)
+
+
+def test_path_strings_no_filesystem_takes_are_setting_errors(tmp_path):
+    from lmmdata.jsonio import check_record_files
+
+    good = write_jsonl(tmp_path / "in.jsonl", [llava(0)])
+    for out in ("a\0b.jsonl", "broken\ud800.jsonl"):
+        with pytest.raises(ConfigError, match="record file .* is not"):
+            check_record_files([good], out)
