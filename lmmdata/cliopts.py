@@ -50,8 +50,8 @@ def option(cls: type, name: str, *decls: str, help: str, default: str | None = N
     `default` replaces the shown default where the field's value means something else
     (None = "all cores", say); a field with no default and no `default` shows none.
     """
-    text = default if default is not None else (
-        None if field_default(cls, name) is None else shown(field_default(cls, name)))
+    value = field_default(cls, name)
+    text = default if default is not None else (None if value is None else shown(value))
     return typer.Option(None, *decls, help=help.rstrip() + (f" [default: {text}]" if text else ""), **kw)
 
 
@@ -74,10 +74,15 @@ def resolve_or_exit(cls: type, config: str | None, **flags: Any) -> Any:
     try:
         return resolve(cls, config, **flags)
     except MissingOptions as e:
-        usage_error("missing " + ", ".join(param_label(n) for n in e.names)
-                    + " (give it on the command line or in the --config file)")
+        exit_missing(e)
     except ConfigError as e:
         fail(e)
+
+
+def exit_missing(e: MissingOptions) -> NoReturn:
+    """Exit 2 naming the missing options as the command line spells them."""
+    usage_error("missing " + ", ".join(param_label(n) for n in e.names)
+                + " (give it on the command line or in the --config file)")
 
 
 def fail(e: BaseException | str) -> NoReturn:

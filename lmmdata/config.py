@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .staging import write_atomic
+
 T = TypeVar("T")
 
 
@@ -69,7 +71,5 @@ def save_beside(output: str | os.PathLike, cfg: Any, stats: dict[str, Any] | Non
     doc = {"command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]), "config": to_dict(cfg)}
     if stats is not None:
         doc["summary"] = stats
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
     return path

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from .config import ConfigError
+from .staging import path_problem
 
 # Hugging Face repo ids: "name" or "owner/name" (letters, digits, '-', '_', '.'; at most 96 characters)
 REPO_ID = re.compile(r"^(?!.*(--|\.\.))[A-Za-z0-9][\w.-]{0,95}(/[A-Za-z0-9][\w.-]{0,95})?$")
@@ -30,8 +31,9 @@ def local_path(name: str, what: str) -> str:
     saying which path is missing, or which hub name to download and where it would go.
     """
     name = str(name)
-    if "\0" in name or not name.strip():
-        raise ConfigError(f"{what} {name!r}: not a usable path or hub name")
+    problem = path_problem(name) or ("is blank" if not name.strip() else None)
+    if problem:
+        raise ConfigError(f"{what} {name[:80]!r}: not a usable path or hub name (it {problem})")
     path = Path(name).expanduser()
     if path.exists():
         return str(path)

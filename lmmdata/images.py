@@ -18,24 +18,18 @@ from pathlib import Path
 from PIL import Image
 
 from .records import BadRecord
+from .staging import MAX_PATH_BYTES, path_problem
 
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # PIL's own bomb guard; our budget below is checked first
 MAX_PIXELS = 64_000_000  # default budget per image (8000 x 8000): decoding costs up to ~4 bytes per pixel
 
 
-MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; longer strings are not paths any filesystem accepts
-
-
 def resolve_path(root: Path, rel: str) -> Path:
     """`rel` under `root`; a path that escapes the root (.., absolute, symlink) is refused, and so is any string
     no filesystem takes as a path (NUL bytes, lone surrogates, over PATH_MAX, a loop of symlinks)."""
-    try:
-        encoded = rel.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} is not valid Unicode") from None
-    if "\0" in rel or len(encoded) > MAX_PATH_BYTES:
-        why = "holds a NUL byte" if "\0" in rel else f"is longer than {MAX_PATH_BYTES} bytes"
-        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} {why}")
+    problem = path_problem(rel, MAX_PATH_BYTES)
+    if problem:
+        raise BadRecord("bad_image_path", f"image path {rel[:80]!r} {problem}")
     root = root.resolve()
     try:
         path = (root / rel).resolve()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
 from .config import ConfigError
-from .staging import remove_stale, staging_path
+from .staging import path_problem, remove_stale, staging_path
 
 CHUNK = 1 << 20  # characters read at a time
 MAX_ITEM = 64 << 20  # one record (JSONL line, JSON list element) larger than this is skipped as too_large
@@ -50,12 +50,9 @@ class BadItem:
 def usable_path(path: str | os.PathLike, what: str = "path") -> Path:
     """`path` as a Path, or a setting error for strings no filesystem takes (NUL bytes, lone surrogates)."""
     text = str(path)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ConfigError(f"{what} {text[:80]!r} is not valid Unicode") from None
-    if "\0" in text or not text:
-        raise ConfigError(f"{what} {text[:80]!r} is not a usable path")
+    problem = path_problem(text)
+    if problem:
+        raise ConfigError(f"{what} {text[:80]!r} is not a usable path: it {problem}")
     return Path(text)
 
 
@@ -198,14 +195,12 @@ def _iter_json_array(path: str) -> Iterator[tuple[Any, Where] | BadItem]:
                     continue
                 else:
                     item = BadItem(where, "malformed_json", f"expected ',' or ']' after a record, found {c!r}")
-                if isinstance(item, BadItem) and item.reason in WHOLE_VALUE:
-                    item.where = where  # the value's end is known: go on after it, nothing to resync
-                    yield item
-                    expect_value = False
-                    continue
                 if isinstance(item, BadItem):
                     item.where = where
                     yield item
+                    if item.reason in WHOLE_VALUE:  # the value's end is known: go on after it, nothing to resync
+                        expect_value = False
+                        continue
                     if item.reason == "truncated":
                         return
                     found = _resync(b)

@@ -27,13 +27,13 @@ import numpy as np
 
 from .config import ConfigError
 from .hub import local_path
-from .staging import remove_stale, staging_path
-from .jsonio import check_record_files, usable_path
 from .images import MAX_PIXELS, load_image
+from .jsonio import check_record_files, usable_path
 from .packing import pack_lengths
 from .progress import ProgressBar
 from .records import BadRecord, images_of, iter_valid
 from .shards import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR, ShardWriter, write_manifest
+from .staging import remove_stale, staging_path
 from .stats import Stats
 from .template import IGNORE, NAMES, TemplateError, make_template, messages_of, special_tokens_for
 from .tokenizer import TokenizerError, add_image_tokens, load_tokenizer, save_tokenizer, vocab_hash

@@ -25,6 +25,7 @@ from typing import Any
 import pyarrow as pa
 
 from .layout import FORMAT, FORMAT_VERSION, MANIFEST, TOKENIZER_DIR  # noqa: F401  (part of this module's API)
+from .staging import write_atomic
 from .template import IGNORE
 
 SCHEMA = pa.schema(
@@ -127,10 +128,7 @@ class ShardWriter:
 # ---- manifest ------------------------------------------------------------------------------
 
 def write_manifest(out_dir: Path, manifest: dict) -> None:
-    path = Path(out_dir) / MANIFEST
-    tmp = path.with_name(f".{MANIFEST}.tmp")
-    tmp.write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(Path(out_dir) / MANIFEST, json.dumps(manifest, ensure_ascii=False, indent=2) + "\n")
 
 
 def read_manifest(shard_dir: str | os.PathLike) -> dict:

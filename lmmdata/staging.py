@@ -15,6 +15,29 @@ import socket
 from pathlib import Path
 
 KINDS = ("tmp", "old")
+MAX_PATH_BYTES = 4096  # PATH_MAX on Linux; longer strings are not paths any filesystem accepts
+
+
+def path_problem(text: str, max_bytes: int | None = None) -> str | None:
+    """Why no filesystem takes `text` as a path (empty, a NUL byte, lone surrogates, over `max_bytes`), or None."""
+    try:
+        encoded = text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode"
+    if "\0" in text:
+        return "holds a NUL byte"
+    if not text:
+        return "is empty"
+    if max_bytes is not None and len(encoded) > max_bytes:
+        return f"is longer than {max_bytes} bytes"
+    return None
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a small text file (manifest, config, progress) so readers see the old or the new one, never half."""
+    tmp = staging_path(path)
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _host() -> str:
@@ -33,7 +56,7 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     except (PermissionError, OverflowError):
-        return pid > 0  # exists but is not ours (or an absurd number: treat as not ours to judge)
+        return True  # another user's process, or a number no pid can be: not ours to judge, keep it
     return True
 
 

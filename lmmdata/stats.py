@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from rich.console import Console

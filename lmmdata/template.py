@@ -156,14 +156,19 @@ class ChatTemplate:
             else:
                 out += [Piece(m["content"], "text"), Piece(tail, "glue")]
         if add_generation_prompt:
-            out.append(Piece(self._fill(b.generation or b.assistant.split("{content}")[0]), "glue"))
+            out.append(Piece(self.generation_prompt(), "glue"))
         return [p for p in out if p.text]
+
+    def generation_prompt(self) -> str:
+        """What a built-in template appends to ask for the next answer (the assistant header, or `generation`)."""
+        b = self.builtin
+        assert b is not None, "the tokenizer's own template renders its generation prompt itself"
+        return self._fill(b.generation or b.assistant.split("{content}")[0])
 
     def _generated_head(self, head: str) -> str:
         """The part of an assistant header after the generation prompt (which the model itself produces)."""
-        b = self.builtin
-        gen = self._fill(b.generation) if b is not None and b.generation else None
-        return head[len(gen):] if gen and head.startswith(gen) else ""
+        gen = self.generation_prompt()
+        return head[len(gen):] if head.startswith(gen) else ""
 
     def _render_jinja(self, messages: Sequence[dict], add_generation_prompt: bool) -> list[Piece]:
         # Render once with a sentinel for every message: message text (which may contain anything, even

@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from .hub import local_path
+from .staging import write_atomic
 
 IM_START, IMAGE_TOKEN, IM_END = "<im_start>", "<image>", "<im_end>"
 IMAGE_TOKENS = (IM_START, IMAGE_TOKEN, IM_END)
@@ -132,7 +133,7 @@ def keep_flags(tok, directory: str | os.PathLike) -> None:
     config = json.loads(path.read_text(encoding="utf-8"))
     if config.get("legacy") != legacy:
         config["legacy"] = legacy
-        path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_atomic(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def is_gguf(path: str) -> bool:

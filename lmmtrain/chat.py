@@ -14,10 +14,10 @@ from typing import Any, Sequence
 
 import torch
 
-from lmmdata.records import IMAGE
 from lmmdata.template import ChatTemplate, make_template
 
-from .messages import ChatError, as_pil, check_image, check_turn, normalise  # noqa: F401  (ChatError: part of this API)
+from .messages import (ChatError, as_pil, check_image, check_turn, normalise,  # noqa: F401  (ChatError: part of this API)
+                       with_placeholders)
 from .model import image_tokens_of, load_checkpoint, special_ids_of
 
 
@@ -41,7 +41,6 @@ def load_chat_model(path: str | os.PathLike, device: str | None = None, attn: st
     from transformers import AutoTokenizer
 
     from .data import image_processor_for
-
     from .stages import quiet_libraries, read_lmm_config
 
     quiet_libraries()
@@ -58,6 +57,12 @@ def load_chat_model(path: str | os.PathLike, device: str | None = None, attn: st
     return ChatModel(model, tok, processor, template, sorted(i for i in ends if i is not None))
 
 
+def pixel_values(chat: ChatModel, images: Sequence):
+    """The images as the model's pixel tensor (its device and dtype), in placeholder order."""
+    pixels = chat.image_processor(images=[as_pil(im) for im in images], return_tensors="pt")["pixel_values"]
+    return pixels.to(chat.device, next(chat.model.parameters()).dtype)
+
+
 @torch.no_grad()
 def generate_ids(chat: ChatModel, messages: Sequence[dict], images: Sequence = (), max_new_tokens: int = 128,
                  do_sample: bool = False, min_new_tokens: int = 1, **generate_kwargs) -> tuple[list[int], list[int]]:
@@ -67,8 +72,7 @@ def generate_ids(chat: ChatModel, messages: Sequence[dict], images: Sequence = (
     inputs: dict[str, Any] = {"input_ids": torch.tensor([ids], device=chat.device)}
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     if images:
-        pixels = chat.image_processor(images=[as_pil(im) for im in images], return_tensors="pt")["pixel_values"]
-        inputs["pixel_values"] = pixels.to(chat.device, next(chat.model.parameters()).dtype)
+        inputs["pixel_values"] = pixel_values(chat, images)
     out = chat.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample,
                               min_new_tokens=min_new_tokens, eos_token_id=chat.end_ids, pad_token_id=chat.tokenizer.pad_token_id, **generate_kwargs)
     return ids, out[0, len(ids):].tolist()
@@ -129,7 +133,7 @@ def chat_loop(chat: ChatModel, images: Sequence[str] = (), prompts: Sequence[str
                 raise  # a scripted chat stops with the error (exit 1), it does not skip the turn
             console.print(f"[red]{e}[/]", highlight=False)
             continue
-        content = text if IMAGE in text or not pending else (IMAGE + "\n") * len(pending) + text
+        content = with_placeholders(text, len(pending))
         history.append({"role": "user", "content": content})
         answer = generate(chat, history, all_images + turn_images, max_new_tokens=max_new_tokens)
         all_images += turn_images

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lmmdata.records import IMAGE
+from lmmdata.staging import staging_path, write_atomic
 from lmmdata.template import IMAGE_TEXT, ChatTemplate
 from lmmdata.tokenizer import keep_flags
 
@@ -87,8 +88,7 @@ def _builtin_body(template: ChatTemplate) -> str:
         out += ("{%- if" if i == 0 else "{%- elif") + f" m['role'] == {_lit(role)} -%}}"
         out += "{{- " + _lit(head) + " ~ m['content'] ~ " + _lit(tail) + " -}}"
     out += "{%- endif -%}{%- endfor -%}"
-    generation = fill(b.generation or b.assistant.split("{content}")[0])
-    return out + "{%- if add_generation_prompt -%}{{- " + _lit(generation) + " -}}{%- endif -%}"
+    return out + "{%- if add_generation_prompt -%}{{- " + _lit(template.generation_prompt()) + " -}}{%- endif -%}"
 
 
 def chat_template(template: ChatTemplate) -> str:
@@ -163,7 +163,7 @@ def _vision_layout(out: Path) -> None:
                 continue
             tensors = {renamed(k): f.get_tensor(k) for k in f.keys()}
             metadata = f.metadata() or {"format": "pt"}
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp = staging_path(path)
         save_file(tensors, str(tmp), metadata=metadata)
         os.replace(tmp, path)
     index = out / "model.safetensors.index.json"
@@ -174,6 +174,4 @@ def _vision_layout(out: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")

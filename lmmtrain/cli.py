@@ -10,7 +10,7 @@ from typing import Literal, Optional
 
 import typer
 
-from lmmdata.cliopts import APP_SETTINGS, fail, option, resolve_or_exit, usage_error
+from lmmdata.cliopts import APP_SETTINGS, exit_missing, fail, option, resolve_or_exit
 from lmmdata.config import ConfigError, MissingOptions, save_beside
 from lmmdata.stats import console
 
@@ -34,7 +34,7 @@ def _stage(cls, config, **flags) -> None:
     try:
         check(cfg)
     except MissingOptions as e:
-        usage_error("missing -d/--data: the shard directories to train on" if e.names == ["data"] else str(e))
+        exit_missing(e)
     except ConfigError as e:
         fail(e)
 
@@ -62,7 +62,7 @@ def _stage(cls, config, **flags) -> None:
 # Options shared by both stages; None = not given (the YAML file or the default applies).
 S, S1, S2 = StageConfig, Stage1Config, Stage2Config
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML file with options; flags override it.")
-DataOpt = typer.Option(None, "--data", "-d", help="Shard directory from `lmmdata pack` (repeatable). Required.")
+DataOpt = typer.Option(None, "-d", "--data", help="Shard directory from `lmmdata pack` (repeatable). Required.")
 InitOpt = option(S, "init", "--init", help="Checkpoint to start from (stage 2: the stage-1 output; required there).")
 EpochsOpt = option(S, "epochs", "--epochs", help="Epochs over the shards.")
 StepsOpt = option(S, "max_steps", "--max-steps", help="Stop after this many optimizer steps; overrides --epochs when > 0.")

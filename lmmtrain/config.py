@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 from typing import ClassVar
 
@@ -115,6 +116,9 @@ def check(cfg: StageConfig) -> None:
                                  ("--projector", cfg.projector, PROJECTORS)):
         if value not in allowed:
             raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    if cfg.report_to == "tensorboard" and not (find_spec("tensorboard") or find_spec("tensorboardX")):
+        raise ConfigError("--report-to tensorboard needs the tensorboard package: "
+                          "pip install 'lmm-toolkit[tensorboard]' (or pip install tensorboard)")
     if not cfg.init and not (cfg.vision or cfg.lm) and cfg.preset not in PRESETS:
         raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, not {cfg.preset!r}")
     if bool(cfg.vision) != bool(cfg.lm) and not cfg.init:

@@ -18,6 +18,12 @@ class ChatError(ValueError):
     """Messages and images do not fit together, or the checkpoint cannot chat."""
 
 
+def with_placeholders(text: str, n_images: int) -> str:
+    """A user turn with one `<image>` per attached image: as it is when it has placeholders, else images first,
+    each as `<image>` + newline (how a list-of-parts message with image parts first renders)."""
+    return text if IMAGE in text or not n_images else (IMAGE + "\n") * n_images + text
+
+
 def check_image(path: str) -> None:
     """`path` is an image file PIL can read (header only: cheap)."""
     from PIL import Image, UnidentifiedImageError
@@ -77,8 +83,7 @@ def as_pil(image):
 def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
     """Messages as {role, content} with roles system/user/assistant and one placeholder per image.
 
-    When no message has a placeholder, the images go before the text of the last user turn, each as
-    `<image>\n` (how a list-of-parts message with image parts first renders).
+    When no message has a placeholder, the images go before the text of the last user turn (`with_placeholders`).
     """
     out = []
     for i, m in enumerate(messages):
@@ -90,7 +95,7 @@ def normalise(messages: Sequence[dict], n_images: int) -> list[dict]:
         raise ChatError("the last message must be from the user")
     placeholders = sum(m["content"].count(IMAGE) for m in out)
     if placeholders == 0 and n_images:
-        out[-1]["content"] = (IMAGE + "\n") * n_images + out[-1]["content"]
+        out[-1]["content"] = with_placeholders(out[-1]["content"], n_images)
     elif placeholders != n_images:
         raise ChatError(f"{placeholders} {IMAGE} placeholder(s) in the messages but {n_images} image(s) given")
     return out

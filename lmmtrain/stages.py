@@ -10,10 +10,10 @@ records the stage, the template and the data manifests' hashes.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import json
 import math
-import gc
 import os
 import shutil
 import socket
@@ -322,16 +322,6 @@ def training_args(cfg) -> TrainingArguments:
     )
 
 
-def _check_report_to(report_to: str | None) -> None:
-    """Fail before the model loads, with the fix, when the logger's package is missing."""
-    if report_to == "tensorboard":
-        import importlib.util
-
-        if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
-            raise ConfigError("--report-to tensorboard needs the tensorboard package: "
-                              "pip install 'lmm-toolkit[tensorboard]' (or pip install tensorboard)")
-
-
 def check_shards(dirs: list[str], full: bool = False) -> None:
     """Shards as packed: files, sizes and row counts always (cheap); every sha256 with `full` (reads all bytes)."""
     from lmmdata.shards import ShardError, check_quick, verify
@@ -364,7 +354,6 @@ def train_stage(cfg) -> tuple[LmmTrainer, dict[str, Any]]:
     if cfg.attn == "flex_attention" and not torch.cuda.is_available():
         raise ConfigError("attn flex_attention trains only on a GPU (PyTorch has no flex-attention backward on CPU); "
                           "use sdpa here")
-    _check_report_to(cfg.report_to)
     check_shards(cfg.data, full=cfg.verify_shards)
     try:
         manifest = check_compatible(list(cfg.data))

@@ -77,12 +77,10 @@ def token_logprobs(chat, prompt_ids: list[int], new_ids: list[int], images: list
     """Log-probabilities lmmtrain's model gives the generated tokens (one forward pass over prompt + answer)."""
     import torch
 
-    from lmmtrain.messages import as_pil
+    from lmmtrain.chat import pixel_values
 
-    x = torch.tensor([prompt_ids + new_ids])
-    kw = {}
-    if images:
-        kw["pixel_values"] = chat.image_processor(images=[as_pil(p) for p in images], return_tensors="pt")["pixel_values"]
+    x = torch.tensor([prompt_ids + new_ids], device=chat.device)
+    kw = {"pixel_values": pixel_values(chat, images)} if images else {}
     with torch.no_grad():
         logits = chat.model(input_ids=x, **kw).logits[0].float().log_softmax(-1)
     at = len(prompt_ids) - 1
