@@ -100,7 +100,19 @@ def translate_cmd(
     out: Optional[str] = typer.Option(None, "-o", "--out", help="Output .json or .jsonl."),
     src: Optional[str] = option(TranslateConfig, "src", "--from", help="Source language code."),
     tgt: Optional[str] = option(TranslateConfig, "tgt", "--to", help="Target language code."),
-    package: Optional[str] = option(TranslateConfig, "package", "--package", help="Install this .argosmodel file first.", default="an installed package"),
+    backend: Optional[Literal["argos", "ct2", "openai"]] = option(TranslateConfig, "backend", "--backend", help="Engine: an Argos package, a CTranslate2 model directory, or an LLM behind OpenAI-compatible servers."),
+    model: Optional[str] = option(TranslateConfig, "model", "--model", help="ct2: the model directory; openai: the model name the server serves."),
+    base_url: Optional[list[str]] = option(TranslateConfig, "base_url", "--base-url", help="openai: a server, e.g. http://localhost:8000/v1 (repeat for a fleet)."),
+    api_key_env: Optional[str] = option(TranslateConfig, "api_key_env", "--api-key-env", help="openai: environment variable with the API key."),
+    concurrency: Optional[int] = option(TranslateConfig, "concurrency", "--concurrency", help="openai: requests in flight over all servers."),
+    prompt: Optional[str] = option(TranslateConfig, "prompt", "--prompt", help="openai: YAML with system/user/retry prompts (user has {text}).", default="built in"),
+    temperature: Optional[float] = option(TranslateConfig, "temperature", "--temperature", help="openai: sampling temperature (0 = greedy)."),
+    max_tokens: Optional[int] = option(TranslateConfig, "max_tokens", "--max-tokens", help="openai: answer length cap per string."),
+    retries: Optional[int] = option(TranslateConfig, "retries", "--retries", help="openai: follow-ups for an answer the quality gate flags."),
+    timeout: Optional[float] = option(TranslateConfig, "timeout", "--timeout", help="openai: seconds per request."),
+    device: Optional[Literal["cpu", "cuda"]] = option(TranslateConfig, "device", "--device", help="argos/ct2: where CTranslate2 runs."),
+    target_prefix: Optional[str] = option(TranslateConfig, "target_prefix", "--target-prefix", help="ct2: target token a multilingual model needs (e.g. >>cmn_Hans<<)."),
+    package: Optional[str] = option(TranslateConfig, "package", "--package", help="argos: install this .argosmodel file first.", default="an installed package"),
     cache: Optional[str] = option(TranslateConfig, "cache", "--cache", help="Translation cache directory.", default="~/.cache/lmm-toolkit/translate"),
     batch_size: Optional[int] = option(TranslateConfig, "batch_size", "--batch-size", help="Distinct strings per committed chunk."),
     workers: Optional[int] = option(TranslateConfig, "workers", "--workers", help="CTranslate2 parallel translators.", default="all cores"),
@@ -114,10 +126,13 @@ def translate_cmd(
     config: Optional[str] = ConfigOpt,
     strict: bool = StrictOpt,
 ) -> None:
-    """Translate LLaVA records (English -> Chinese by default) with Argos Translate."""
+    """Translate LLaVA records (English -> Chinese by default) with Argos Translate, a CTranslate2 model or an LLM server."""
     from .translate import translate_file
 
     cfg = resolve_or_exit(TranslateConfig, config, inp=inp, out=out, src=src, tgt=tgt, package=package, cache=cache,
+                   backend=backend, model=model, base_url=base_url or None, api_key_env=api_key_env,
+                   concurrency=concurrency, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
+                   retries=retries, timeout=timeout, device=device, target_prefix=target_prefix,
                    batch_size=batch_size, workers=workers, beam_size=beam_size,
                    roles=roles.split(",") if roles else None, protect=protect or None, resume=resume,
                    keep_original=keep_original, drop_suspicious=drop_suspicious, rejects=rejects)

@@ -184,7 +184,7 @@ def test_checking_for_argos_packages_creates_nothing_in_home(tmp_path):
     home = tmp_path / "home"
     home.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XDG_", "ARGOS_"))}
-    code = ("from lmmdata.translator import find_argos_package\n"
+    code = ("from lmmdata.backends.argos import find_argos_package\n"
             "try:\n    find_argos_package('en', 'zh')\nexcept Exception as e:\n    print(type(e).__name__, e)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, "HOME": str(home)})
     assert "ConfigError no en->zh Argos Translate package is installed" in proc.stdout, proc.stdout + proc.stderr

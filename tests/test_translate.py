@@ -95,7 +95,7 @@ def test_our_batched_path_equals_argos_translate(tmp_path, env, argos_pkg):
 import json, sys
 sys.path.insert(0, {str(HERE)!r})
 import argostranslate.package, argostranslate.translate
-from lmmdata.translator import ArgosBackend
+from lmmdata.backends.argos import ArgosBackend
 argostranslate.package.install_from_path({str(argos_pkg)!r})
 texts = ["What is in the image?", "The bus is white and red. A cat is sitting on the sofa.", "How many?"]
 ours = ArgosBackend("en", "zh").translate_batch(texts)

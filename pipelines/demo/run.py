@@ -43,7 +43,7 @@ def step(title: str, *args: str | Path) -> None:
 def translate_if_possible(src: Path, dst: Path) -> Path:
     """Translate with an installed en->zh argos package, or say clearly why not."""
     from lmmdata.config import ConfigError
-    from lmmdata.translator import find_argos_package
+    from lmmdata.backends.argos import find_argos_package
 
     try:
         find_argos_package("en", "zh")
