@@ -161,6 +161,7 @@ class OpenAIBackend:
         self.lock = threading.Lock()
         self.counters = {"requests": 0, "tokens": 0, "retries": 0, "server_retries": 0, "unserved": 0}
         self.on_progress = None  # called after each finished string (the progress bar)
+        self.stopped = False  # set when the run fails: queued and retrying requests end at once
         root = self._check_servers()
         decoding = {"temperature": temperature, "max_tokens": max_tokens, "retries_as": "followup-v1"}
         digest = hashlib.sha256(json.dumps([self.prompt, names], sort_keys=True).encode()).hexdigest()[:16]
@@ -205,6 +206,8 @@ class OpenAIBackend:
         body = {"model": self.model, "messages": messages, "temperature": self.temperature, "max_tokens": max_tokens}
         last, problem = None, ""
         for attempt in range(self.max_attempts):
+            if self.stopped:
+                raise ConfigError("stopped: another request failed")
             server = self.fleet.acquire(avoid=last)
             rest = min(30.0, 0.5 * 2 ** server.failures) * (0.5 + random.random())
             try:
@@ -269,8 +272,13 @@ class OpenAIBackend:
         return best
 
     def translate_batch(self, texts: list[str]) -> list[str | None]:
-        return list(self.pool.map(self.translate_one, texts))
+        try:
+            return list(self.pool.map(self.translate_one, texts))
+        except BaseException:  # a fatal server answer, Ctrl-C: stop the other requests, do not wait for the queue
+            self.stopped = True
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def close(self) -> None:
-        self.pool.shutdown(cancel_futures=True)
+        self.pool.shutdown(wait=True, cancel_futures=True)
         self.client.close()
