@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from ..config import ConfigError
-from .ct2 import Ct2Runner, check_device, model_digest
+from .ct2 import Ct2Runner, model_digest
 
 INSTALL_HINT = (
     "install one with `argospm update && argospm install translate-{src}_{tgt}` on a machine with network, "
@@ -81,7 +81,6 @@ class ArgosBackend:
 
     def __init__(self, src: str = "en", tgt: str = "zh", package_file: str | None = None,
                  workers: int | None = None, beam_size: int = 4, device: str = "cpu"):
-        check_device(device)
         self.pkg = find_argos_package(src, tgt, package_file)
         model_dir = Path(self.pkg.package_path) / "model"
         digest = model_digest(model_dir) if (model_dir / "model.bin").exists() else "?"

@@ -147,8 +147,7 @@ class OpenAIBackend:
         self.fleet = Fleet([normalise_url(u) for u in base_urls])
         self.model, self.src, self.tgt = model, src, tgt
         self.prompt = load_prompt(prompt)
-        names = {"src_lang": LANG_NAMES.get(src, src), "tgt_lang": LANG_NAMES.get(tgt, tgt)}
-        self.names = names
+        self.names = names = {"src_lang": LANG_NAMES.get(src, src), "tgt_lang": LANG_NAMES.get(tgt, tgt)}
         self.system = fill(self.prompt["system"], **names)
         key = os.environ.get(api_key_env or "", "") if api_key_env else ""
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -180,8 +179,8 @@ class OpenAIBackend:
                 errors.append(f"{s.url}: {type(e).__name__} {e}")
                 continue
             if r.status_code in (401, 403):
-                raise ConfigError(f"{s.url}: {FATAL[r.status_code]} (set the key in ${'{'}--api-key-env{'}'}, "
-                                  "default OPENAI_API_KEY)")
+                raise ConfigError(f"{s.url}: {FATAL[r.status_code]} (put the key in the environment variable "
+                                  "--api-key-env names, default OPENAI_API_KEY)")
             reached.append(s.url)
             try:
                 for m in r.json().get("data", []):
