@@ -262,6 +262,39 @@ def _end_single_process(before: dict[str, str]) -> None:
     os.environ.update(before)
 
 
+STALE_LOCK_S = 300  # a DeepSpeed CPU op builds in well under a minute; a lock this old was left by a killed run
+
+
+def clear_stale_build_lock(op: str = "deepspeed_shm_comm", stale_s: float = STALE_LOCK_S) -> list[Path]:
+    """Remove torch's JIT-build lock for `op` when a killed run left it behind, and say so.
+
+    DeepSpeed on the CPU builds its shared-memory op with torch.utils.cpp_extension,
+    which waits forever on a `lock` file in the build directory. A run killed while
+    holding it (Ctrl-C, OOM, a timeout) leaves the file, and every later run hangs
+    silently. A lock younger than `stale_s` may belong to a live build: wait for it
+    to go, at most until it is `stale_s` old. Returns the locks removed.
+    """
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    locks = list(Path(root).glob(f"{op}/lock")) if root else list(Path(get_default_build_root()).glob(f"*/{op}/lock"))
+    removed = []
+    for lock in locks:
+        while True:
+            try:
+                age = time.time() - lock.stat().st_mtime
+            except FileNotFoundError:
+                break
+            if age >= stale_s:
+                lock.unlink(missing_ok=True)
+                console.print(f"[yellow]removed a stale build lock left by a killed run ({age:.0f} s old): {lock}",
+                              highlight=False)
+                removed.append(lock)
+                break
+            time.sleep(min(1.0, stale_s - age))
+    return removed
+
+
 def _cpu_deepspeed_state() -> None:
     """Several CPU processes under DeepSpeed (CI): give accelerate the gloo backend it would not pick itself.
 
@@ -305,6 +338,8 @@ def training_args(cfg) -> TrainingArguments:
         raise ConfigError("--bf16 needs a GPU with bf16 support; leave it unset (auto) or pass --no-bf16 here")
     extra: dict[str, Any] = {}
     if cfg.deepspeed:
+        if not cuda:
+            clear_stale_build_lock()
         if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
             extra["accelerator_config"] = {"use_configured_state": True}
             _cpu_deepspeed_state()

@@ -47,16 +47,20 @@ def alpaca_file(tmp_path: Path) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _private_cache(tmp_path_factory):
-    """Built-in tokenizers are converted into a per-session cache, never the user's."""
+    """Built-in tokenizers and DeepSpeed's JIT-built CPU op go into per-session directories, never the user's.
+
+    (A build lock a killed run left in ~/.cache/torch_extensions must not hang the suite.)"""
     import os
 
-    old = os.environ.get("LMM_CACHE")
-    os.environ["LMM_CACHE"] = str(tmp_path_factory.mktemp("lmm_cache"))
+    names = {"LMM_CACHE": "lmm_cache", "TORCH_EXTENSIONS_DIR": "torch_extensions"}
+    old = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: str(tmp_path_factory.mktemp(v)) for k, v in names.items()})
     yield
-    if old is None:
-        os.environ.pop("LMM_CACHE", None)
-    else:
-        os.environ["LMM_CACHE"] = old
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

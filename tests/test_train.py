@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -191,6 +192,28 @@ def test_deepspeed_zero2_single_process_on_cpu(stage1_run, sample_shards, tmp_pa
     _, summary = train_stage(small(Stage1Config, data=[str(sample_shards)], out=str(out), max_steps=2,
                                    deepspeed=str(ROOT / "pipelines" / "deepspeed" / "zero2.json")))
     assert summary["steps"] == 2 and (out / LMM_CONFIG).is_file()
+
+
+def test_a_build_lock_left_by_a_killed_run_is_cleared_and_a_live_one_awaited(tmp_path, monkeypatch, capsys):
+    import threading
+
+    from lmmtrain.stages import clear_stale_build_lock
+
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir()
+    lock.touch()
+    os.utime(lock, (time.time() - 400, time.time() - 400))
+    assert clear_stale_build_lock() == [lock] and not lock.exists()
+    assert "stale build lock" in capsys.readouterr().err
+    lock.touch()  # a live build: its lock goes after 0.5 s and nothing is removed
+    threading.Timer(0.5, lock.unlink).start()
+    t = time.monotonic()
+    assert clear_stale_build_lock(stale_s=30) == [] and 0.4 < time.monotonic() - t < 10
+    lock.touch()  # a young lock that never goes: removed once it is stale_s old
+    t = time.monotonic()
+    assert clear_stale_build_lock(stale_s=1) == [lock] and time.monotonic() - t < 5 and not lock.exists()
+    assert clear_stale_build_lock() == []  # no lock: returns at once
 
 
 def test_zero3_two_ranks_with_and_without_images_does_not_hang(sample_data, qwen_dir, tmp_path):
