@@ -20,7 +20,7 @@ from .negatives import LANGS, NegativesConfig
 from .pack import PackConfig
 from .stats import Stats, console
 from .template import NAMES as TEMPLATES
-from .translate import TranslateConfig
+from .translate import ComputeType, TranslateConfig
 
 app = typer.Typer(help="Turn LLaVA-format data into Chinese, mixed, packed training shards.", **APP_SETTINGS)
 
@@ -111,6 +111,7 @@ def translate_cmd(
     retries: Optional[int] = option(TranslateConfig, "retries", "--retries", help="openai: follow-ups for an answer the quality gate flags."),
     timeout: Optional[float] = option(TranslateConfig, "timeout", "--timeout", help="openai: seconds per request."),
     device: Optional[Literal["cpu", "cuda"]] = option(TranslateConfig, "device", "--device", help="argos/ct2: where CTranslate2 runs."),
+    compute_type: Optional[ComputeType] = option(TranslateConfig, "compute_type", "--compute-type", help="argos/ct2: CTranslate2 precision (default: the model's own; float16/bfloat16 ~1.6-1.9x faster on a GPU)."),
     target_prefix: Optional[str] = option(TranslateConfig, "target_prefix", "--target-prefix", help="ct2: target token a multilingual model needs (e.g. >>cmn_Hans<<)."),
     package: Optional[str] = option(TranslateConfig, "package", "--package", help="argos: install this .argosmodel file first.", default="an installed package"),
     cache: Optional[str] = option(TranslateConfig, "cache", "--cache", help="Translation cache directory.", default="~/.cache/lmm-toolkit/translate"),
@@ -132,7 +133,8 @@ def translate_cmd(
     cfg = resolve_or_exit(TranslateConfig, config, inp=inp, out=out, src=src, tgt=tgt, package=package, cache=cache,
                    backend=backend, model=model, base_url=base_url or None, api_key_env=api_key_env,
                    concurrency=concurrency, prompt=prompt, temperature=temperature, max_tokens=max_tokens,
-                   retries=retries, timeout=timeout, device=device, target_prefix=target_prefix,
+                   retries=retries, timeout=timeout, device=device, compute_type=compute_type,
+                   target_prefix=target_prefix,
                    batch_size=batch_size, workers=workers, beam_size=beam_size,
                    roles=roles.split(",") if roles else None, protect=protect or None, resume=resume,
                    keep_original=keep_original, drop_suspicious=drop_suspicious, rejects=rejects)

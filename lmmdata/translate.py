@@ -40,6 +40,9 @@ from .tcache import TranslationCache
 from .translator import Backend, make_backend
 
 
+ComputeType = Literal["default", "auto", "float32", "float16", "bfloat16", "int8", "int8_float32", "int8_float16",
+                      "int8_bfloat16", "int16"]  # CTranslate2's names
+
 @dataclass
 class TranslateConfig:
     """Options of `lmmdata translate`."""
@@ -59,6 +62,7 @@ class TranslateConfig:
     retries: int = 2  # openai: follow-up attempts for an answer the quality gate flags
     timeout: float = 300.0  # openai: seconds per request
     device: Literal["cpu", "cuda"] = "cpu"  # argos / ct2: where CTranslate2 runs
+    compute_type: ComputeType = "default"  # argos / ct2: CTranslate2 precision (default: the model's own)
     target_prefix: str | None = None  # ct2: a target-language token some multilingual models need (>>cmn_Hans<<)
     package: str | None = None  # an .argosmodel file to install first
     cache: str | None = None  # cache directory (default: ~/.cache/lmm-toolkit/translate)
@@ -81,7 +85,7 @@ class _State:
         self.partial = out.parent / f".{out.name}.partial.jsonl"
         self.progress = out.parent / f".{out.name}.progress.json"
         ignore = ("resume", "workers", "rejects", "package", "cache", "base_url", "concurrency", "api_key_env",
-                  "timeout", "device")  # how and where it runs, not what it writes
+                  "timeout", "device", "compute_type")  # how and where it runs, not what it writes
         keep = {k: v for k, v in asdict(cfg).items() if k not in ignore}
         st = os.stat(cfg.inp)
         self.fingerprint = hashlib.sha256(json.dumps([keep, st.st_size, st.st_mtime_ns], sort_keys=True).encode()).hexdigest()

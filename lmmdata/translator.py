@@ -35,13 +35,13 @@ def make_backend(cfg: "TranslateConfig") -> Backend:
             raise ConfigError("--model is for --backend ct2 or openai; argos takes --package or an installed package")
         from .backends.argos import ArgosBackend
 
-        return ArgosBackend(cfg.src, cfg.tgt, cfg.package, cfg.workers, cfg.beam_size, cfg.device)
+        return ArgosBackend(cfg.src, cfg.tgt, cfg.package, cfg.workers, cfg.beam_size, cfg.device, cfg.compute_type)
     if cfg.backend == "ct2":
         if not cfg.model:
             raise ConfigError("--backend ct2 needs --model DIR (a CTranslate2 model directory)")
         from .backends.ct2 import Ct2Backend
 
-        return Ct2Backend(cfg.model, cfg.device, cfg.workers, cfg.beam_size, cfg.target_prefix)
+        return Ct2Backend(cfg.model, cfg.device, cfg.workers, cfg.beam_size, cfg.target_prefix, cfg.compute_type)
     if cfg.backend == "openai":
         from .backends.openai import OpenAIBackend
 

@@ -7,6 +7,7 @@ other token into a Chinese character (so any protected span that reached them
 raw would come back garbled), or that misbehave on purpose.
 """
 
+import ctypes
 import json
 import os
 import re
@@ -276,9 +277,43 @@ def test_ct2_backend_on_a_model_directory(tmp_path, argos_pkg_dir):
     want = [sp.decode_pieces(r.hypotheses[0]).lstrip(" ") for r in res]
     got = [row["conversations"][0]["value"] for row in read_jsonl(tmp_path / "o.jsonl")]
     assert got == want and any(w.strip() for w in want)
-    r = run(["translate", src, "-o", tmp_path / "g.jsonl", "--backend", "ct2", "--model", model, "--device", "cuda"],
-            check=False)
+    # a precision is CTranslate2's: int8 runs on any CPU; float16 is refused on one before any work
+    run(["translate", src, "-o", tmp_path / "i8.jsonl", "--backend", "ct2", "--model", model, "--compute-type", "int8",
+         "--cache", tmp_path / "c8"])
+    assert len(read_jsonl(tmp_path / "i8.jsonl")) == len(texts)
+    if "float16" not in ctranslate2.get_supported_compute_types("cpu"):
+        r = run(["translate", src, "-o", tmp_path / "h.jsonl", "--backend", "ct2", "--model", model,
+                 "--compute-type", "float16"], check=False)
+        assert r.returncode == 1 and "--compute-type float16: not supported on cpu" in r.stderr
+        assert not (tmp_path / "h.jsonl").exists()
+    r = run(["translate", src, "-o", tmp_path / "g.jsonl", "--backend", "ct2", "--model", model, "--device", "cuda",
+             "--compute-type", "float16"], check=False)
     if ctranslate2.get_cuda_device_count() == 0:
         assert r.returncode == 1 and "CTranslate2 sees no CUDA device" in r.stderr
+    else:  # a GPU machine: the same strings come back (float16 there; a random model may differ in a token)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert len(read_jsonl(tmp_path / "g.jsonl")) == len(texts)
     r = run(["translate", src, "-o", tmp_path / "o.jsonl", "--backend", "ct2", "--model", tmp_path], check=False)
     assert r.returncode == 1 and "not a CTranslate2 model directory" in r.stderr
+
+
+def test_cuda_cublas_12_is_loaded_from_site_packages_or_named_in_a_clear_error(tmp_path):
+    """CTranslate2 4.x opens libcublas.so.12 by name; pip's nvidia-cublas-cu12 puts it where no loader looks."""
+    from lmmdata.backends.ct2 import load_cublas
+    from lmmdata.config import ConfigError
+
+    try:
+        ctypes.CDLL("libcublas.so.12")
+        pytest.skip("this machine has a loadable libcublas.so.12")
+    except OSError:
+        pass
+    with pytest.raises(ConfigError, match=r"libcublasLt\.so\.12.*pip install nvidia-cublas-cu12"):
+        load_cublas([tmp_path / "nowhere"])
+    lib = tmp_path / "nvidia" / "cublas" / "lib"
+    lib.mkdir(parents=True)
+    empty = tmp_path / "empty.c"
+    empty.write_text("int lmm_marker(void) { return 12; }\n")
+    for name in ("libcublasLt.so.12", "libcublas.so.12"):  # real shared objects under the names CTranslate2 opens
+        subprocess.run(["cc", "-shared", "-fPIC", f"-Wl,-soname,{name}", "-o", str(lib / name), str(empty)], check=True)
+    load_cublas([tmp_path / "nowhere", lib])  # found in the second directory, loaded
+    assert ctypes.CDLL("libcublas.so.12").lmm_marker() == 12  # now loadable by name, as CTranslate2 asks

@@ -5,9 +5,10 @@
 #   flex        the same with attn flex_attention (packed block mask compiled by torch)
 #   zero2       the same as sdpa under DeepSpeed ZeRO-2
 #   train_step  packed vs padded train step (benchmarks/train_step.py), warm-up by whole pass and by one step
+#   ct2         `--backend ct2 --device cuda`: CTranslate2 on the GPU vs all CPU cores (benchmarks/ct2_device.py)
 # Logs land in $OUT; each JSON is the last line of its log.
 set -uo pipefail
-checks=("$@"); [ ${#checks[@]} -eq 0 ] && checks=(sdpa flex zero2 train_step)
+checks=("$@"); [ ${#checks[@]} -eq 0 ] && checks=(sdpa flex zero2 train_step ct2)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 DS_BUILD_OPS=0 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-cache-dir --target /tmp/site \
     .whl/deepspeed-*.tar.gz || echo "deepspeed did not install: the zero2 run will fail"
@@ -24,6 +25,15 @@ for c in "${checks[@]}"; do
     train_step) for w in pass step; do
         timeout 150 python3 benchmarks/train_step.py --device cuda --samples 256 --warmup $w 2>&1 | tee "$OUT/train_step_$w.log" | tail -n 6
       done ;;
+    ct2) libs=$(find /usr /opt -name 'libcublas*.so.*' 2>/dev/null | head -n 8); echo "$libs"
+         timeout 240 python3 benchmarks/ct2_device.py 2>&1 | tee "$OUT/ct2.log" | tail -n 3
+         # CTranslate2 4.x dlopens libcublas.so.12; on a CUDA-13-only image try the 13 libraries under that name
+         if grep -q cuda_error "$OUT/ct2.log" && ! grep -q 'libcublas.so.12' <<<"$libs"; then
+           shim=/tmp/cublas12; mkdir -p $shim
+           for f in $(grep -E 'libcublas(Lt)?\.so\.13$' <<<"$libs"); do ln -sf "$f" "$shim/$(basename "${f%.13}").12"; done
+           LD_LIBRARY_PATH=$shim:${LD_LIBRARY_PATH:-} timeout 240 python3 benchmarks/ct2_device.py 2>&1 \
+             | tee "$OUT/ct2_shim.log" | tail -n 3
+         fi ;;
     *) echo "unknown check $c" ;;
   esac
 done

@@ -80,13 +80,13 @@ class ArgosBackend:
     sentinels = False
 
     def __init__(self, src: str = "en", tgt: str = "zh", package_file: str | None = None,
-                 workers: int | None = None, beam_size: int = 4, device: str = "cpu"):
+                 workers: int | None = None, beam_size: int = 4, device: str = "cpu", compute_type: str = "default"):
         self.pkg = find_argos_package(src, tgt, package_file)
         model_dir = Path(self.pkg.package_path) / "model"
         digest = model_digest(model_dir) if (model_dir / "model.bin").exists() else "?"
         self.id = f"argos:{self.pkg.from_code}-{self.pkg.to_code}:{self.pkg.package_version}:{digest}:beam{beam_size}"
         self.runner = Ct2Runner(model_dir, self.pkg.tokenizer.encode, self.pkg.tokenizer.decode, self._split,
-                                device, workers, beam_size, self.pkg.target_prefix or None)
+                                device, workers, beam_size, self.pkg.target_prefix or None, compute_type=compute_type)
         self._sentencizer = None
 
     def _split(self, text: str) -> list[str]:

@@ -35,6 +35,44 @@ def check_device(device: str) -> None:
     if ctranslate2.get_cuda_device_count() == 0:
         raise ConfigError("--device cuda: CTranslate2 sees no CUDA device (no GPU here, or a driver/CUDA 12 "
                           "runtime it cannot load); use --device cpu")
+    load_cublas()
+
+
+def check_compute_type(device: str, compute_type: str) -> None:
+    """Fail now, not at the first batch, on a precision CTranslate2 cannot run on `device`."""
+    import ctranslate2
+
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type not in ("default", "auto") and compute_type not in supported:
+        raise ConfigError(f"--compute-type {compute_type}: not supported on {device} here "
+                          f"(supported: {', '.join(sorted(supported))}, default, auto)")
+
+
+def load_cublas(dirs: list[Path] | None = None) -> None:
+    """Make the cuBLAS that CTranslate2 4.x opens by name (libcublas.so.12) loadable, or fail clearly now.
+
+    CTranslate2's wheels carry the CUDA runtime but open cuBLAS 12 at the first
+    translation. A machine whose torch is built for CUDA 13 has only libcublas.so.13,
+    and the run would fail on its first batch; `pip install nvidia-cublas-cu12` puts
+    the library in site-packages, where no loader looks: load it from there first.
+    """
+    import ctypes
+    import site
+
+    names = ("libcublasLt.so.12", "libcublas.so.12")
+    if dirs is None:
+        dirs = [Path(p) / "nvidia" / "cublas" / "lib" for p in [*site.getsitepackages(), site.getusersitepackages()]]
+    for name in names:
+        for candidate in [name, *(str(d / name) for d in dirs if (d / name).is_file())]:
+            try:
+                ctypes.CDLL(candidate, mode=ctypes.RTLD_GLOBAL)
+                break
+            except OSError:
+                continue
+        else:
+            raise ConfigError(f"--device cuda: CTranslate2 needs CUDA 12's cuBLAS ({name}) and this machine has "
+                              "none (a CUDA 13 setup has libcublas.so.13 only); `pip install nvidia-cublas-cu12` "
+                              "(it is found in site-packages) or put its lib directory on LD_LIBRARY_PATH")
 
 
 def model_digest(model_dir: Path) -> str:
@@ -52,11 +90,13 @@ class Ct2Runner:
     def __init__(self, model_dir: Path, encode: Callable[[str], list[str]], decode: Callable[[list[str]], str],
                  split: Callable[[str], list[str]], device: str = "cpu", workers: int | None = None,
                  beam_size: int = 4, target_prefix: str | None = None, max_batch_tokens: int = 4096,
-                 length_penalty: float = 0.2):
+                 length_penalty: float = 0.2, compute_type: str = "default"):
         check_device(device)
+        check_compute_type(device, compute_type)
         self.model_dir, self.encode, self.decode, self.split = Path(model_dir), encode, decode, split
         self.device, self.workers, self.beam_size = device, workers, beam_size
         self.target_prefix, self.max_batch_tokens, self.length_penalty = target_prefix, max_batch_tokens, length_penalty
+        self.compute_type = compute_type
         self.max_tokens = 510  # tokens per piece; lowered to the model's own limit the first time it is exceeded
         self._translator = None
 
@@ -64,12 +104,12 @@ class Ct2Runner:
         import ctranslate2
 
         if self.device == "cuda":
-            self._translator = ctranslate2.Translator(str(self.model_dir), device="cuda")
+            self._translator = ctranslate2.Translator(str(self.model_dir), device="cuda", compute_type=self.compute_type)
             return
         cores = os.cpu_count() or 1
         inter = max(1, min(self.workers or cores, cores))
         self._translator = ctranslate2.Translator(str(self.model_dir), device="cpu", inter_threads=inter,
-                                                  intra_threads=max(1, cores // inter))
+                                                  intra_threads=max(1, cores // inter), compute_type=self.compute_type)
 
     def _pieces(self, tokens: list[str]) -> list[list[str]]:
         n = self.max_tokens
@@ -133,7 +173,7 @@ class Ct2Backend:
     sentinels = False
 
     def __init__(self, model_dir: str, device: str = "cpu", workers: int | None = None, beam_size: int = 4,
-                 target_prefix: str | None = None):
+                 target_prefix: str | None = None, compute_type: str = "default"):
         d = Path(model_dir).expanduser()
         if not (d / "model.bin").is_file():
             raise ConfigError(f"--model {model_dir}: not a CTranslate2 model directory (no model.bin); convert one "
@@ -142,7 +182,7 @@ class Ct2Backend:
         encode, decode = _tokenizer_for(d)
         self.id = f"ct2:{model_digest(d)}:beam{beam_size}:{target_prefix or ''}"
         self.runner = Ct2Runner(d, encode, decode, lambda t: SENTENCE_END.split(t), device, workers, beam_size,
-                                target_prefix)
+                                target_prefix, compute_type=compute_type)
 
     def translate_batch(self, texts: list[str]) -> list[str]:
         return self.runner.translate_batch(texts)

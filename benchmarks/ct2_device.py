@@ -1,0 +1,137 @@
+"""CTranslate2 on a GPU vs the CPU: `--backend ct2 --device cuda` throughput, in one run.
+
+Builds a random-weight Marian model of OPUS-MT en-zh's shape (6+6 layers,
+d_model 512, 8 heads, FFN 2048, 65,001-token vocabulary; SentencePiece from
+tests/tiny_argos.py's corpus, the vocabulary padded with extra pieces),
+converts it with CTranslate2's own converter, and times `translate_batch` on a
+fixed workload (`--sentences` sentences of 24 source tokens, every output forced
+to exactly 32 tokens, beam 4 like the backend) on the CPU (all cores) and on
+CUDA in each compute type. Then runs our `Ct2Backend` on a few LLaVA strings on
+both devices and reports how many outputs agree (the backend runs float16 on CUDA). Last line:
+one JSON object; `speedup` is the best CUDA rate over the CPU rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+from tiny_argos import CHINESE, ENGLISH
+
+
+def build_model(out: Path, vocab_size: int = 65001) -> Path:
+    import sentencepiece as spm
+    import torch
+    from ctranslate2.converters import TransformersConverter
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    work = out / "build"
+    work.mkdir(parents=True)
+    words = ENGLISH.split()
+    lines = [" ".join(words[i: i + 9]) for i in range(0, len(words), 3)] + [CHINESE[i: i + 12] for i in range(0, len(CHINESE), 4)]
+    (work / "corpus.txt").write_text("\n".join(lines * 20), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(work / "corpus.txt"), model_prefix=str(work / "sp"), vocab_size=320,
+                                   character_coverage=1.0, model_type="unigram", minloglevel=2, hard_vocab_limit=False,
+                                   bos_id=-1, eos_id=1, unk_id=0, pad_id=-1)
+    sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
+    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
+    for i in range(vocab_size - 1 - len(vocab)):
+        vocab[f"▁x{i}"] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    hf = work / "hf"
+    hf.mkdir()
+    (hf / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(work / "sp.model", hf / name)
+    MarianTokenizer(str(hf / "source.spm"), str(hf / "target.spm"), str(hf / "vocab.json"), unk_token="<unk>",
+                    eos_token="</s>", pad_token="<pad>").save_pretrained(hf)
+    torch.manual_seed(0)
+    cfg = MarianConfig(vocab_size=len(vocab), d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
+                       decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
+                       pad_token_id=vocab["<pad>"], eos_token_id=vocab["</s>"], decoder_start_token_id=vocab["<pad>"],
+                       forced_eos_token_id=vocab["</s>"])
+    MarianMTModel(cfg).save_pretrained(hf)
+    model = out / "model"
+    TransformersConverter(str(hf)).convert(str(model), force=True)
+    for name in ("source.spm", "target.spm"):
+        shutil.copy(work / "sp.model", model / name)
+    return model
+
+
+def rate(model: Path, device: str, compute_type: str, batch: list[list[str]], out_len: int) -> float:
+    """Output tokens per second over the whole batch, after one warm-up call."""
+    import ctranslate2
+
+    if device == "cpu":
+        tr = ctranslate2.Translator(str(model), device="cpu", inter_threads=1, intra_threads=os.cpu_count() or 1,
+                                    compute_type=compute_type)
+    else:
+        tr = ctranslate2.Translator(str(model), device="cuda", compute_type=compute_type)
+    kw = {"beam_size": 4, "max_batch_size": 4096, "batch_type": "tokens", "min_decoding_length": out_len,
+              "max_decoding_length": out_len}
+    tr.translate_batch(batch[:64], **kw)
+    t = time.perf_counter()
+    res = tr.translate_batch(batch, **kw)
+    dt = time.perf_counter() - t
+    return sum(len(r.hypotheses[0]) for r in res) / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sentences", type=int, default=1024)
+    ap.add_argument("--cpu-sentences", type=int, default=128, help="the CPU is timed on fewer (its rate is per token)")
+    args = ap.parse_args()
+    import ctranslate2
+
+    from lmmdata.config import ConfigError
+
+    result: dict = {"ctranslate2": ctranslate2.__version__, "cuda_devices": ctranslate2.get_cuda_device_count(),
+                    "cpu_cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        model = build_model(Path(tmp))
+        result["build_s"] = round(time.perf_counter() - t, 1)
+        rng = random.Random(0)
+        pieces = [f"▁x{i}" for i in range(60000)]
+        batch = [[rng.choice(pieces) for _ in range(24)] for _ in range(args.sentences)]
+        result["cpu_tokens_per_s"] = round(rate(model, "cpu", "default", batch[:args.cpu_sentences], 32), 1)
+        if result["cuda_devices"]:
+            try:
+                cuda_checks(model, batch, result)
+            except (RuntimeError, OSError, ConfigError) as e:  # e.g. no libcublas.so.12 beside a CUDA 13 torch
+                result["cuda_error"] = f"{type(e).__name__}: {e}"[:300]
+    print(json.dumps(result))
+
+
+def cuda_checks(model: Path, batch: list[list[str]], result: dict) -> None:
+    import ctranslate2
+
+    from lmmdata.backends.ct2 import Ct2Backend
+
+    gpu = Ct2Backend(str(model), device="cuda")  # first: on a machine without cuBLAS 12 its message is the result
+    types = sorted(ctranslate2.get_supported_compute_types("cuda"))
+    result["cuda_compute_types"] = types
+    for ct in ("float32", "float16", "bfloat16", "int8_float16"):
+        if ct in types:
+            result[f"cuda_{ct}_tokens_per_s"] = round(rate(model, "cuda", ct, batch, 32), 1)
+    best = max(v for k, v in result.items() if k.startswith("cuda_") and k.endswith("_tokens_per_s"))
+    result["speedup"] = round(best / result["cpu_tokens_per_s"], 2)
+    texts = ["What is in the image?", "The bus is white and red. Two men are riding horses.",
+             "A cat is sitting on the sofa.", "How many people are there?"] * 4
+    cpu_out = Ct2Backend(str(model), device="cpu").translate_batch(texts)
+    gpu_out = gpu.translate_batch(texts)
+    result["backend_cuda_agrees"] = f"{sum(a == b for a, b in zip(cpu_out, gpu_out))}/{len(texts)}"
+
+
+if __name__ == "__main__":
+    main()
