@@ -1,6 +1,9 @@
 """CTranslate2 on a GPU vs the CPU: `--backend ct2 --device cuda` throughput, in one run.
 
-Builds a random-weight Marian model of OPUS-MT en-zh's shape (6+6 layers,
+First the test package (tests/tiny_argos.py's model directory): our `Ct2Backend`
+translates the distinct strings of benchmarks/translate.py's LLaVA-like corpus
+on all CPU cores and on CUDA (the model's own float32, then float16): strings/s.
+Then a realistic model size: it builds a random-weight Marian model of OPUS-MT en-zh's shape (6+6 layers,
 d_model 512, 8 heads, FFN 2048, 65,001-token vocabulary; SentencePiece from
 tests/tiny_argos.py's corpus, the vocabulary padded with extra pieces),
 converts it with CTranslate2's own converter, and times `translate_batch` on a
@@ -26,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from tiny_argos import CHINESE, ENGLISH
+from tiny_argos import CHINESE, ENGLISH, build_model_dir
+from translate import corpus
 
 
 def build_model(out: Path, vocab_size: int = 65001) -> Path:
@@ -88,16 +92,26 @@ def rate(model: Path, device: str, compute_type: str, batch: list[list[str]], ou
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--records", type=int, default=2000, help="corpus records for the test-package run")
     ap.add_argument("--sentences", type=int, default=1024)
     ap.add_argument("--cpu-sentences", type=int, default=128, help="the CPU is timed on fewer (its rate is per token)")
     args = ap.parse_args()
     import ctranslate2
 
+    from lmmdata.backends.ct2 import load_cublas
     from lmmdata.config import ConfigError
 
     result: dict = {"ctranslate2": ctranslate2.__version__, "cuda_devices": ctranslate2.get_cuda_device_count(),
                     "cpu_cores": os.cpu_count()}
+    if result["cuda_devices"]:
+        try:
+            load_cublas()
+        except ConfigError as e:  # what `lmmdata translate --device cuda` says here; nothing to measure on CUDA
+            print(json.dumps({**result, "cuda_error": str(e)}))
+            return
     with tempfile.TemporaryDirectory() as tmp:
+        strings = sorted({t["value"] for r in corpus(args.records) for t in r["conversations"]})
+        result["test_package"] = test_package_rates(Path(tmp) / "pkg", strings, bool(result["cuda_devices"]))
         t = time.perf_counter()
         model = build_model(Path(tmp))
         result["build_s"] = round(time.perf_counter() - t, 1)
@@ -108,9 +122,28 @@ def main() -> None:
         if result["cuda_devices"]:
             try:
                 cuda_checks(model, batch, result)
-            except (RuntimeError, OSError, ConfigError) as e:  # e.g. no libcublas.so.12 beside a CUDA 13 torch
+            except (RuntimeError, OSError, ConfigError) as e:  # a CUDA failure is the result: say it in the JSON
                 result["cuda_error"] = f"{type(e).__name__}: {e}"[:300]
     print(json.dumps(result))
+
+
+def test_package_rates(pkg: Path, strings: list[str], cuda: bool) -> dict:
+    """Ct2Backend strings/s on the test package's model: CPU, then CUDA in float32 and float16."""
+    from lmmdata.backends.ct2 import Ct2Backend
+
+    model = build_model_dir(pkg)
+    shutil.copy(pkg / "sentencepiece.model", model / "sentencepiece.model")  # beside model.bin, as ct2 wants
+    out: dict = {"strings": len(strings)}
+    runs = [("cpu", "default")] + ([("cuda", "default"), ("cuda", "float16")] if cuda else [])
+    for device, ct in runs:
+        backend = Ct2Backend(str(model), device=device, compute_type=ct)
+        backend.translate_batch(strings[:64])  # warm-up: load, first kernels
+        t = time.perf_counter()
+        backend.translate_batch(strings)
+        out[f"{device}_{'float32' if ct == 'default' else ct}_strings_per_s"] = round(len(strings) / (time.perf_counter() - t), 1)
+    if cuda:
+        out["speedup"] = round(max(v for k, v in out.items() if k.startswith("cuda_")) / out["cpu_float32_strings_per_s"], 2)
+    return out
 
 
 def cuda_checks(model: Path, batch: list[list[str]], result: dict) -> None:

@@ -111,7 +111,7 @@ def translate_cmd(
     retries: Optional[int] = option(TranslateConfig, "retries", "--retries", help="openai: follow-ups for an answer the quality gate flags."),
     timeout: Optional[float] = option(TranslateConfig, "timeout", "--timeout", help="openai: seconds per request."),
     device: Optional[Literal["cpu", "cuda"]] = option(TranslateConfig, "device", "--device", help="argos/ct2: where CTranslate2 runs."),
-    compute_type: Optional[ComputeType] = option(TranslateConfig, "compute_type", "--compute-type", help="argos/ct2: CTranslate2 precision (default: the model's own; float16/bfloat16 ~1.6-1.9x faster on a GPU)."),
+    compute_type: Optional[ComputeType] = option(TranslateConfig, "compute_type", "--compute-type", help="argos/ct2: CTranslate2 precision (default: the model's own; float16/bfloat16 ~1.4-1.9x faster on a GPU)."),
     target_prefix: Optional[str] = option(TranslateConfig, "target_prefix", "--target-prefix", help="ct2: target token a multilingual model needs (e.g. >>cmn_Hans<<)."),
     package: Optional[str] = option(TranslateConfig, "package", "--package", help="argos: install this .argosmodel file first.", default="an installed package"),
     cache: Optional[str] = option(TranslateConfig, "cache", "--cache", help="Translation cache directory.", default="~/.cache/lmm-toolkit/translate"),

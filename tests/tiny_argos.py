@@ -27,18 +27,36 @@ CHINESE = "图片里有什么？请简要描述这张图片。公共汽车是白
 
 def build_package(out_dir: str | os.PathLike, vocab_size: int = 320, seed: int = 0, eos_bias: float = 0.3) -> Path:
     """Write `translate-en_zh-tiny.argosmodel` into out_dir and return its path."""
-    import sentencepiece as spm
     import spacy
-    import torch
-    from ctranslate2.converters import TransformersConverter
-    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
 
     out = Path(out_dir)
     work = out / "build"
     pkg = work / "translate-en_zh-tiny"
     if work.exists():
         shutil.rmtree(work)
-    (pkg / "model").parent.mkdir(parents=True)
+    build_model_dir(pkg, vocab_size, seed, eos_bias)
+    spacy.blank("en").to_disk(pkg / "spacy")
+    (pkg / "metadata.json").write_text(json.dumps({
+        "package_version": "0.0.1", "argos_version": "1.9.0", "from_code": "en", "from_name": "English",
+        "to_code": "zh", "to_name": "Chinese", "type": "translate", "code": "translate-en_zh-tiny",
+    }), encoding="utf-8")
+    path = out / "translate-en_zh-tiny.argosmodel"
+    with zipfile.ZipFile(path, "w") as z:
+        for f in sorted(pkg.rglob("*")):
+            z.write(f, f.relative_to(work))
+    shutil.rmtree(work)
+    return path
+
+
+def build_model_dir(pkg: Path, vocab_size: int = 320, seed: int = 0, eos_bias: float = 0.3) -> Path:
+    """The package's CTranslate2 model in `pkg/model` and its `pkg/sentencepiece.model` (no spaCy needed)."""
+    import sentencepiece as spm
+    import torch
+    from ctranslate2.converters import TransformersConverter
+    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+
+    work = pkg.parent / f"{pkg.name}.work"
+    work.mkdir(parents=True)
     corpus = work / "corpus.txt"
     words = ENGLISH.split()
     lines = [" ".join(words[i: i + 9]) for i in range(0, len(words), 3)] + [CHINESE[i: i + 12] for i in range(0, len(CHINESE), 4)]
@@ -70,17 +88,8 @@ def build_package(out_dir: str | os.PathLike, vocab_size: int = 320, seed: int =
     model.save_pretrained(hf)
     TransformersConverter(str(hf)).convert(str(pkg / "model"), force=True)
     shutil.copy(work / "sp.model", pkg / "sentencepiece.model")
-    spacy.blank("en").to_disk(pkg / "spacy")
-    (pkg / "metadata.json").write_text(json.dumps({
-        "package_version": "0.0.1", "argos_version": "1.9.0", "from_code": "en", "from_name": "English",
-        "to_code": "zh", "to_name": "Chinese", "type": "translate", "code": "translate-en_zh-tiny",
-    }), encoding="utf-8")
-    path = out / "translate-en_zh-tiny.argosmodel"
-    with zipfile.ZipFile(path, "w") as z:
-        for f in sorted(pkg.rglob("*")):
-            z.write(f, f.relative_to(work))
     shutil.rmtree(work)
-    return path
+    return pkg / "model"
 
 
 def argos_env(home: str | os.PathLike) -> dict[str, str]:
