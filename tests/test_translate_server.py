@@ -258,7 +258,6 @@ def argos_pkg_dir(tmp_path_factory):
 def test_ct2_backend_on_a_model_directory(tmp_path, argos_pkg_dir):
     """`--backend ct2 --model DIR`: a CTranslate2 model with its SentencePiece model beside it gives what
     CTranslate2 and SentencePiece give when called by hand."""
-    import shutil
 
     import ctranslate2
     import sentencepiece as spm
