@@ -3,14 +3,13 @@
 First the test package (tests/tiny_argos.py's model directory): our `Ct2Backend`
 translates the distinct strings of benchmarks/translate.py's LLaVA-like corpus
 on all CPU cores and on CUDA (the model's own float32, then float16): strings/s.
-Then a realistic model size: it builds a random-weight Marian model of OPUS-MT en-zh's shape (6+6 layers,
-d_model 512, 8 heads, FFN 2048, 65,001-token vocabulary; SentencePiece from
-tests/tiny_argos.py's corpus, the vocabulary padded with extra pieces),
-converts it with CTranslate2's own converter, and times `translate_batch` on a
+Then a realistic model size: the same builder makes a random-weight Marian of
+OPUS-MT en-zh's shape (6+6 layers, d_model 512, 8 heads, FFN 2048, vocabulary
+padded with extra pieces to 65,001), converted by CTranslate2's own converter; it times `translate_batch` on a
 fixed workload (`--sentences` sentences of 24 source tokens, every output forced
 to exactly 32 tokens, beam 4 like the backend) on the CPU (all cores) and on
 CUDA in each compute type. Then runs our `Ct2Backend` on a few LLaVA strings on
-both devices and reports how many outputs agree (the backend runs float16 on CUDA). Last line:
+both devices and reports how many outputs agree (the model's own float32 on both). Last line:
 one JSON object; `speedup` is the best CUDA rate over the CPU rate.
 """
 
@@ -29,46 +28,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from tiny_argos import CHINESE, ENGLISH, build_model_dir
+from tiny_argos import build_model_dir
 from translate import corpus
 
 
-def build_model(out: Path, vocab_size: int = 65001) -> Path:
-    import sentencepiece as spm
-    import torch
-    from ctranslate2.converters import TransformersConverter
-    from transformers import MarianConfig, MarianMTModel, MarianTokenizer
+OPUS_MT = {"d_model": 512, "encoder_layers": 6, "decoder_layers": 6, "encoder_attention_heads": 8,
+           "decoder_attention_heads": 8, "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048, "max_position_embeddings": 512}
 
-    work = out / "build"
-    work.mkdir(parents=True)
-    words = ENGLISH.split()
-    lines = [" ".join(words[i: i + 9]) for i in range(0, len(words), 3)] + [CHINESE[i: i + 12] for i in range(0, len(CHINESE), 4)]
-    (work / "corpus.txt").write_text("\n".join(lines * 20), encoding="utf-8")
-    spm.SentencePieceTrainer.train(input=str(work / "corpus.txt"), model_prefix=str(work / "sp"), vocab_size=320,
-                                   character_coverage=1.0, model_type="unigram", minloglevel=2, hard_vocab_limit=False,
-                                   bos_id=-1, eos_id=1, unk_id=0, pad_id=-1)
-    sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
-    vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
-    for i in range(vocab_size - 1 - len(vocab)):
-        vocab[f"▁x{i}"] = len(vocab)
-    vocab["<pad>"] = len(vocab)
-    hf = work / "hf"
-    hf.mkdir()
-    (hf / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    for name in ("source.spm", "target.spm"):
-        shutil.copy(work / "sp.model", hf / name)
-    MarianTokenizer(str(hf / "source.spm"), str(hf / "target.spm"), str(hf / "vocab.json"), unk_token="<unk>",
-                    eos_token="</s>", pad_token="<pad>").save_pretrained(hf)
-    torch.manual_seed(0)
-    cfg = MarianConfig(vocab_size=len(vocab), d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                       decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048, max_position_embeddings=512,
-                       pad_token_id=vocab["<pad>"], eos_token_id=vocab["</s>"], decoder_start_token_id=vocab["<pad>"],
-                       forced_eos_token_id=vocab["</s>"])
-    MarianMTModel(cfg).save_pretrained(hf)
-    model = out / "model"
-    TransformersConverter(str(hf)).convert(str(model), force=True)
-    for name in ("source.spm", "target.spm"):
-        shutil.copy(work / "sp.model", model / name)
+
+def model_with_tokenizer(pkg: Path, **kw) -> Path:
+    """tiny_argos's model directory with its SentencePiece model beside model.bin, as `--backend ct2` wants."""
+    model = build_model_dir(pkg, **kw)
+    shutil.copy(pkg / "sentencepiece.model", model / "sentencepiece.model")
     return model
 
 
@@ -82,7 +53,7 @@ def rate(model: Path, device: str, compute_type: str, batch: list[list[str]], ou
     else:
         tr = ctranslate2.Translator(str(model), device="cuda", compute_type=compute_type)
     kw = {"beam_size": 4, "max_batch_size": 4096, "batch_type": "tokens", "min_decoding_length": out_len,
-              "max_decoding_length": out_len}
+          "max_decoding_length": out_len}
     tr.translate_batch(batch[:64], **kw)
     t = time.perf_counter()
     res = tr.translate_batch(batch, **kw)
@@ -113,7 +84,7 @@ def main() -> None:
         strings = sorted({t["value"] for r in corpus(args.records) for t in r["conversations"]})
         result["test_package"] = test_package_rates(Path(tmp) / "pkg", strings, bool(result["cuda_devices"]))
         t = time.perf_counter()
-        model = build_model(Path(tmp))
+        model = model_with_tokenizer(Path(tmp) / "opus", eos_bias=0.0, shape=OPUS_MT, vocab_total=65001)
         result["build_s"] = round(time.perf_counter() - t, 1)
         rng = random.Random(0)
         pieces = [f"▁x{i}" for i in range(60000)]
@@ -131,8 +102,7 @@ def test_package_rates(pkg: Path, strings: list[str], cuda: bool) -> dict:
     """Ct2Backend strings/s on the test package's model: CPU, then CUDA in float32 and float16."""
     from lmmdata.backends.ct2 import Ct2Backend
 
-    model = build_model_dir(pkg)
-    shutil.copy(pkg / "sentencepiece.model", model / "sentencepiece.model")  # beside model.bin, as ct2 wants
+    model = model_with_tokenizer(pkg)
     out: dict = {"strings": len(strings)}
     runs = [("cpu", "default")] + ([("cuda", "default"), ("cuda", "float16")] if cuda else [])
     for device, ct in runs:

@@ -337,10 +337,9 @@ def training_args(cfg) -> TrainingArguments:
     if bf16 and not (cuda and torch.cuda.is_bf16_supported()):
         raise ConfigError("--bf16 needs a GPU with bf16 support; leave it unset (auto) or pass --no-bf16 here")
     extra: dict[str, Any] = {}
-    if cfg.deepspeed:
-        if not cuda:
-            clear_stale_build_lock()
-        if not cuda and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if cfg.deepspeed and not cuda:
+        clear_stale_build_lock()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             extra["accelerator_config"] = {"use_configured_state": True}
             _cpu_deepspeed_state()
     return TrainingArguments(**extra,

@@ -48,8 +48,16 @@ def build_package(out_dir: str | os.PathLike, vocab_size: int = 320, seed: int =
     return path
 
 
-def build_model_dir(pkg: Path, vocab_size: int = 320, seed: int = 0, eos_bias: float = 0.3) -> Path:
-    """The package's CTranslate2 model in `pkg/model` and its `pkg/sentencepiece.model` (no spaCy needed)."""
+TINY = {"d_model": 32, "encoder_layers": 1, "decoder_layers": 1, "encoder_attention_heads": 2,
+        "decoder_attention_heads": 2, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "max_position_embeddings": 256}
+
+
+def build_model_dir(pkg: Path, vocab_size: int = 320, seed: int = 0, eos_bias: float = 0.3,
+                    shape: dict | None = None, vocab_total: int | None = None) -> Path:
+    """The package's CTranslate2 model in `pkg/model` and its `pkg/sentencepiece.model` (no spaCy needed).
+
+    `shape` overrides the tiny Marian dimensions (benchmarks build an OPUS-MT-sized one);
+    `vocab_total` pads the model's vocabulary with extra pieces to that size."""
     import sentencepiece as spm
     import torch
     from ctranslate2.converters import TransformersConverter
@@ -67,6 +75,8 @@ def build_model_dir(pkg: Path, vocab_size: int = 320, seed: int = 0, eos_bias: f
     sp = spm.SentencePieceProcessor(model_file=str(work / "sp.model"))
     pieces = [sp.id_to_piece(i) for i in range(sp.get_piece_size())]
     vocab = {p: i for i, p in enumerate(pieces)}
+    for i in range((vocab_total or 0) - 1 - len(vocab)):
+        vocab[f"▁x{i}"] = len(vocab)
     vocab["<pad>"] = len(vocab)  # Marian: pad last
     hf = work / "hf"
     hf.mkdir()
@@ -77,9 +87,7 @@ def build_model_dir(pkg: Path, vocab_size: int = 320, seed: int = 0, eos_bias: f
                           unk_token="<unk>", eos_token="</s>", pad_token="<pad>")
     tok.save_pretrained(hf)
     torch.manual_seed(seed)
-    cfg = MarianConfig(vocab_size=len(vocab), d_model=32, encoder_layers=1, decoder_layers=1,
-                       encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
-                       decoder_ffn_dim=64, max_position_embeddings=256, pad_token_id=vocab["<pad>"],
+    cfg = MarianConfig(vocab_size=len(vocab), **{**TINY, **(shape or {})}, pad_token_id=vocab["<pad>"],
                        eos_token_id=vocab["</s>"], decoder_start_token_id=vocab["<pad>"],
                        forced_eos_token_id=vocab["</s>"])
     model = MarianMTModel(cfg)

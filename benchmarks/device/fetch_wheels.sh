@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run HERE (a machine with pip access) before a GPU check: puts into .whl/ the packages the device
 # image lacks (it has torch, accelerate, peft, pyarrow, tiktoken, typer, rich, sentencepiece, ...; see
-# /work/.library/device/KINDS.md), for its Python 3.12. ~64 MB (ctranslate2 alone is 43 MB), under the 64 MiB carry limit.
+# /work/.library/device/KINDS.md), for its Python 3.12. ~62 MB (ctranslate2 alone is 43 MB), just under the 64 MiB carry limit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
